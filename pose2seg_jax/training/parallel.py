@@ -1,0 +1,70 @@
+"""Data parallelism over every device of every host, in ``jax.pmap``'s model.
+
+A per-device step (``training/steps.py``) runs under ``jax.shard_map`` over a one-axis mesh
+named ``data`` that spans all devices of all processes; the state is replicated (``P()``) and
+the batch is split on its leading axis (``P('data')``). Each process feeds only its own shard of
+the data (``jax.make_array_from_process_local_data``).
+"""
+
+import functools
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "data"
+
+
+def data_mesh() -> Mesh:
+    """A 1-D mesh named ``data`` over all devices (Auto axis type: plain arrays are accepted)."""
+    return Mesh(np.asarray(jax.devices()), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def sharded(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(AXIS))
+
+
+def global_batch(mesh: Mesh, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Assembles each process's local batch into global arrays split over the ``data`` axis."""
+    sharding = sharded(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+        for k, v in local_batch.items()
+    }
+
+
+def replicate(mesh: Mesh, tree):
+    """Places a pytree (e.g. the train state) on every device."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def shard_step(step: Callable, mesh: Mesh, *, donate_state: bool = True, **static) -> Callable:
+    """Jits ``step(state, batch, templates)`` as a per-device function over the ``data`` axis.
+
+    Args:
+      step: a step function taking ``axis_name`` and the keyword arguments in ``static``.
+      mesh: the data mesh.
+      donate_state: donate the input state's buffers to the output state.
+      **static: keyword arguments bound into the step (sizes, flags, schedule).
+
+    Returns:
+      ``f(state, batch, templates) -> (state, metrics)``, jitted.
+    """
+    per_device = functools.partial(step, axis_name=AXIS, **static)
+    mapped = jax.shard_map(
+        per_device, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P())
+    )
+    return jax.jit(mapped, donate_argnums=(0,) if donate_state else ())
+
+
+def shard_predict(step: Callable, mesh: Mesh, **static) -> Callable:
+    """Jits ``step(variables, batch, templates) -> outputs`` split over the ``data`` axis."""
+    per_device = functools.partial(step, **static)
+    mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(AXIS))
+    return jax.jit(mapped)

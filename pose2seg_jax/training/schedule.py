@@ -1,0 +1,61 @@
+"""The reference's learning-rate schedule, built from optax pieces (REFERENCE.md section 9)."""
+
+from collections.abc import Sequence
+
+import ml_collections
+import optax
+
+
+def learning_rate_schedule(
+    *,
+    base: float,
+    warmup_steps: int,
+    warmup_factor: float,
+    decay_steps: Sequence[int],
+    decay_factor: float,
+) -> optax.Schedule:
+    """Linear warm-up from ``base * warmup_factor`` to ``base``, then steps of ``decay_factor``.
+
+    Args:
+      base: learning rate after warm-up.
+      warmup_steps: warm-up length in steps (0: none).
+      warmup_factor: starting fraction of ``base``.
+      decay_steps: steps at which the rate is multiplied by ``decay_factor``.
+      decay_factor: multiplier applied at each decay step.
+
+    Returns:
+      An optax schedule: step -> learning rate.
+    """
+    boundaries = {int(s): decay_factor for s in decay_steps if s > 0}
+    steps = optax.piecewise_constant_schedule(base, boundaries)
+    if warmup_steps <= 0:
+        return steps
+    warmup = optax.linear_schedule(base * warmup_factor, base, warmup_steps)
+    return optax.join_schedules([warmup, steps], [warmup_steps])
+
+
+def total_steps(config: ml_collections.ConfigDict, num_train_images: int) -> int:
+    """The run length in steps: ``num_epochs`` of the training file when set, else ``num_steps``."""
+    if config.train.num_epochs > 0:
+        per_epoch = max(1, num_train_images // config.train.batch_size)
+        return int(config.train.num_epochs * per_epoch)
+    return int(config.train.num_steps)
+
+
+def decay_boundaries(config: ml_collections.ConfigDict, num_train_images: int) -> tuple[int, ...]:
+    """The decay steps: from ``decay_epochs`` when the run is in epochs, else ``decay_steps``."""
+    if config.train.num_epochs > 0:
+        per_epoch = max(1, num_train_images // config.train.batch_size)
+        return tuple(int(e * per_epoch) for e in config.train.decay_epochs)
+    return tuple(int(s) for s in config.train.decay_steps)
+
+
+def create_schedule(config: ml_collections.ConfigDict, num_train_images: int) -> optax.Schedule:
+    """The schedule of ``config.train`` for a training file of ``num_train_images`` images."""
+    return learning_rate_schedule(
+        base=config.train.learning_rate,
+        warmup_steps=config.train.warmup_steps,
+        warmup_factor=config.train.warmup_factor,
+        decay_steps=decay_boundaries(config, num_train_images),
+        decay_factor=config.train.decay_factor,
+    )
