@@ -50,6 +50,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     # 'coco' (any COCO-format person file: COCOPersons, OCHuman) or 'synthetic'.
     config.data.kind = "coco"
+    # Folder of generated data (synthetic only; made by the demo if absent).
+    config.data.root = ml_collections.config_dict.placeholder(str)
+    # Images generated per split (synthetic only).
+    config.data.synthetic_train_images = 0
+    config.data.synthetic_val_images = 0
     # COCO-format annotation file and image folder of the training split.
     config.data.train_annotations = ml_collections.config_dict.placeholder(str)
     config.data.train_images = ml_collections.config_dict.placeholder(str)
