@@ -93,13 +93,19 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.sync_batch_norm = False
     # Augmentation in align space (rotation/scale/translation) during training.
     config.train.augment = True
+    # Augmentation rotation range (degrees, +-).
     config.train.aug_rotation_deg = 30.0
+    # Augmentation scale range.
     config.train.aug_scale = (0.8, 1.2)
+    # Augmentation translation range (fraction of the align frame, +-).
     config.train.aug_translation = 0.1
-    # Logging, checkpointing and evaluation periods (steps).
+    # Steps between log lines (progress bar, TensorBoard).
     config.train.log_every = 50
+    # Steps between (asynchronous) checkpoints.
     config.train.checkpoint_every = 2000
+    # How many of the latest checkpoints to keep.
     config.train.keep_checkpoints = 3
+    # Steps between evaluations on the val split (0: only at the end).
     config.train.eval_every = 0
     # Initialise from a PyTorch file: an ImageNet ResNet (backbone only) or a released model.
     config.train.init_from = ml_collections.config_dict.placeholder(str)

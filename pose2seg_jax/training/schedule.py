@@ -26,9 +26,12 @@ def learning_rate_schedule(
     Returns:
       An optax schedule: step -> learning rate.
     """
-    boundaries = {int(s): decay_factor for s in decay_steps if s > 0}
+    warmup_steps = max(0, int(warmup_steps))
+    # join_schedules restarts the count at the warm-up's end; optax scales from the boundary on
+    # (count >= boundary), as the reference decays from the decay step itself.
+    boundaries = {int(s) - warmup_steps: decay_factor for s in decay_steps if s > 0}
     steps = optax.piecewise_constant_schedule(base, boundaries)
-    if warmup_steps <= 0:
+    if warmup_steps == 0:
         return steps
     warmup = optax.linear_schedule(base * warmup_factor, base, warmup_steps)
     return optax.join_schedules([warmup, steps], [warmup_steps])
