@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pose2seg_jax.demo --workdir $${WORKDIR:-runs/demo}
+	$(PY) train.py --config configs/synthetic.py --workdir $${WORKDIR:-runs/demo}
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -31,6 +31,27 @@ def load_templates(config: ml_collections.ConfigDict) -> jax.Array:
     return jnp.asarray(templates_lib.load_templates(config.templates))
 
 
+def ensure_synthetic_data(config: ml_collections.ConfigDict) -> None:
+    """Generates the synthetic splits of ``config.data.root`` that are not on disk yet."""
+    if config.data.kind != "synthetic" or not config.data.root:
+        return
+    from pose2seg_jax.data import synthetic
+
+    for split, count in (
+        ("train", config.data.synthetic_train_images),
+        ("val", config.data.synthetic_val_images),
+    ):
+        if count and not os.path.exists(os.path.join(config.data.root, f"{split}.json")):
+            if jax.process_index() == 0:
+                summary = synthetic.write_dataset(config.data.root, split, count)
+                logging.info("%s", summary.line())
+                print(summary.line())
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("synthetic data written")
+
+
 def load_train_records(config: ml_collections.ConfigDict):
     """Reads the training file; logs what was skipped and why."""
     if not config.data.train_annotations:
@@ -98,6 +119,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
     local_batch = config.train.batch_size // jax.process_count()
 
+    ensure_synthetic_data(config)
     records = load_train_records(config)
     num_steps = schedule.total_steps(config, len(records))
     lr_schedule = schedule.create_schedule(config, len(records))
