@@ -169,7 +169,10 @@ def mask_targets(masks: jax.Array, input_to_align: jax.Array, size: int = 64) ->
     Each mask is warped bilinearly into the ``size x size`` frame and rounded, with halves
     rounding up (``>= 0.5``), as OpenCV's saturating cast of a uint8 warp does. The source
     frame is whatever the matrix starts from: the reference warps the ORIGINAL mask by
-    ``m3 @ m2 @ m1`` directly, which avoids a second resampling at the letterbox.
+    ``m3 @ m2 @ m1`` directly, which avoids a second resampling at the letterbox. The mask
+    shape is static (one compilation per shape): pad original-size masks with zeros to
+    ``bucket_shape`` first, which leaves the targets unchanged (the zero border is what the warp
+    sees outside the mask anyway).
 
     Args:
         masks: (P, H, W) in the source frame: bool or integer (nonzero = person, so 0/255

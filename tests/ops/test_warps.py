@@ -173,6 +173,19 @@ def test_mask_targets_accepts_bool_and_0_255():
     np.testing.assert_array_equal(np.asarray(warps.mask_targets(masks * 255, mats)), base)
 
 
+def test_mask_targets_unchanged_by_zero_padding_to_a_bucket():
+    """Original-size masks can be padded to bucket_shape (one compilation per bucket) before
+    the direct warp by m3 @ m2 @ m1: zero padding is the zero border the warp sees anyway."""
+    rng = np.random.default_rng(11)
+    masks = _random_masks(rng, 3, 70, 100)
+    mats = np.stack([_random_similarity(rng, (70, 100), 64, 0.6) for _ in range(3)])
+    padded = np.zeros((3, *warps.bucket_shape(70, 100)), np.uint8)
+    padded[:, :70, :100] = masks
+    np.testing.assert_array_equal(
+        np.asarray(warps.mask_targets(padded, mats)), np.asarray(warps.mask_targets(masks, mats))
+    )
+
+
 def _smooth_probs(rng: np.random.Generator, n: int, size: int = 64) -> np.ndarray:
     """Blurred random shapes: probabilities with real gradients across the 0.5 level."""
     shapes = _random_masks(rng, n, size, size).astype(np.float64)
