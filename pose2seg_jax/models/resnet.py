@@ -1,0 +1,211 @@
+"""ResNet backbone (REFERENCE.md section 7), NHWC, returning the four stage outputs.
+
+Layer names mirror the reference's PyTorch state dict (section 11): the stem is ``conv1``/``bn1``,
+block ``i`` of stage ``s`` is ``layer{s}_{i}`` with ``conv1..3``/``bn1..3``, and a projection
+shortcut is ``conv4``/``bn4``, so weight conversion is a name map.
+"""
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# Blocks per stage for each supported depth.
+STAGE_SIZES: dict[int, tuple[int, int, int, int]] = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+}
+STAGE_WIDTHS = (64, 128, 256, 512)
+LAYOUTS = ("reference", "torchvision")
+
+# He initialisation over fan-out, as torchvision initialises its ResNets.
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def is_bottleneck(depth: int) -> bool:
+    """Whether a ResNet of this depth uses bottleneck blocks (expansion 4) or basic blocks."""
+    return depth >= 50
+
+
+def stage_widths(width: int = 64) -> tuple[int, int, int, int]:
+    """Inner widths of the four stages for base width ``width``: (64, 128, 256, 512) at 64."""
+    return tuple(w * width // 64 for w in STAGE_WIDTHS)
+
+
+def stage_channels(depth: int, width: int = 64) -> tuple[int, int, int, int]:
+    """Output channels of the four stages: (256, 512, 1024, 2048) or (64, 128, 256, 512)."""
+    expansion = 4 if is_bottleneck(depth) else 1
+    return tuple(w * expansion for w in stage_widths(width))
+
+
+def _batch_norm(train: bool, axis_name: str | None, dtype: Any, param_dtype: Any, name: str):
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        axis_name=axis_name,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 -> 1x1 bottleneck without conv biases; output ``4 * width`` channels.
+
+    ``stride_on_3x3=False`` is the reference's layout (stride on the first 1x1 conv).
+    """
+
+    width: int
+    stride: int = 1
+    projection: bool = False
+    stride_on_3x3: bool = False
+    bn_axis_name: str | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Args: x (N, H, W, C). Returns: (N, H/stride, W/stride, 4 * width)."""
+        conv = partial(
+            nn.Conv,
+            use_bias=False,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        norm = partial(_batch_norm, train, self.bn_axis_name, self.dtype, self.param_dtype)
+        s1, s2 = (1, self.stride) if self.stride_on_3x3 else (self.stride, 1)
+        y = conv(self.width, (1, 1), strides=s1, padding="VALID", name="conv1")(x)
+        y = nn.relu(norm("bn1")(y))
+        y = conv(self.width, (3, 3), strides=s2, padding=((1, 1), (1, 1)), name="conv2")(y)
+        y = nn.relu(norm("bn2")(y))
+        y = conv(4 * self.width, (1, 1), padding="VALID", name="conv3")(y)
+        y = norm("bn3")(y)
+        shortcut = x
+        if self.projection:
+            shortcut = conv(
+                4 * self.width, (1, 1), strides=self.stride, padding="VALID", name="conv4"
+            )(x)
+            shortcut = norm("bn4")(shortcut)
+        return nn.relu(y + shortcut)
+
+
+class BasicBlock(nn.Module):
+    """3x3 -> 3x3 residual block (ResNet-18/34) without conv biases; output ``width`` channels."""
+
+    width: int
+    stride: int = 1
+    projection: bool = False
+    bn_axis_name: str | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Args: x (N, H, W, C). Returns: (N, H/stride, W/stride, width)."""
+        conv = partial(
+            nn.Conv,
+            use_bias=False,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        norm = partial(_batch_norm, train, self.bn_axis_name, self.dtype, self.param_dtype)
+        pad = ((1, 1), (1, 1))
+        y = conv(self.width, (3, 3), strides=self.stride, padding=pad, name="conv1")(x)
+        y = nn.relu(norm("bn1")(y))
+        y = conv(self.width, (3, 3), padding=pad, name="conv2")(y)
+        y = norm("bn2")(y)
+        shortcut = x
+        if self.projection:
+            shortcut = conv(self.width, (1, 1), strides=self.stride, padding="VALID", name="conv4")(
+                x
+            )
+            shortcut = norm("bn4")(shortcut)
+        return nn.relu(y + shortcut)
+
+
+class ResNet(nn.Module):
+    """ResNet trunk: stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) and four stages.
+
+    Attributes:
+        depth: 18, 34, 50 or 101.
+        layout: 'reference' (bottleneck stride on the first 1x1 conv, the reference's
+            Caffe-style layout) or 'torchvision' (stride on the 3x3 conv).
+        width: base width (64 in the paper): stem channels and first stage width; the
+            stages use width * (1, 2, 4, 8). Smaller values are for tests and CPU demos.
+        bn_axis_name: mesh axis for cross-device BatchNorm statistics, or None.
+        dtype: computation dtype.
+        param_dtype: parameter dtype.
+    """
+
+    depth: int = 50
+    layout: str = "reference"
+    width: int = 64
+    bn_axis_name: str | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> Sequence[jnp.ndarray]:
+        """Runs the trunk.
+
+        Args:
+            x: normalised images (N, H, W, 3).
+            train: BatchNorm uses batch statistics (and updates ``batch_stats``) when True.
+
+        Returns:
+            (C1, C2, C3, C4) of strides 4, 8, 16, 32 with ``stage_channels(depth, width)``
+            channels,
+            e.g. (N, H/4, W/4, 256) ... (N, H/32, W/32, 2048) for depth 50.
+        """
+        if self.depth not in STAGE_SIZES:
+            raise ValueError(
+                f"ResNet depth {self.depth} is not supported; use one of 18, 34, 50, 101"
+            )
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"ResNet layout {self.layout!r} is unknown; use one of {LAYOUTS}")
+        x = nn.Conv(
+            self.width,
+            (7, 7),
+            strides=2,
+            padding=((3, 3), (3, 3)),
+            use_bias=False,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv1",
+        )(x)
+        x = _batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype, "bn1")(x)
+        x = nn.relu(x)
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        bottleneck = is_bottleneck(self.depth)
+        in_channels = self.width
+        outputs = []
+        for s, (blocks, width) in enumerate(zip(STAGE_SIZES[self.depth], stage_widths(self.width))):
+            out_channels = 4 * width if bottleneck else width
+            for i in range(blocks):
+                stride = 2 if (i == 0 and s > 0) else 1
+                projection = i == 0 and (stride != 1 or in_channels != out_channels)
+                common = dict(
+                    width=width,
+                    stride=stride,
+                    projection=projection,
+                    bn_axis_name=self.bn_axis_name,
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    name=f"layer{s + 1}_{i}",
+                )
+                if bottleneck:
+                    block = Bottleneck(stride_on_3x3=self.layout == "torchvision", **common)
+                else:
+                    block = BasicBlock(**common)
+                x = block(x, train)
+                in_channels = out_channels
+            outputs.append(x)
+        return tuple(outputs)

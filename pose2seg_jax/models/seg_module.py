@@ -1,0 +1,203 @@
+"""SegModule: aligned person features (64x64x311) to 2-class logits (REFERENCE.md section 7).
+
+Layer names mirror the reference: ``conv1``/``bn1``, ``layer1_{i}`` with ``conv1..3``/``bn1..3``
+and ``downsample_0`` (conv) / ``downsample_1`` (BN) on block 0, ``decoder1_0``, ``pred_small``.
+"""
+
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from pose2seg_jax.models.resnet import conv_init
+
+
+def align_corners_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """Linear interpolation weights with corner-aligned sampling (``align_corners=True``).
+
+    Output sample ``o`` reads input position ``o * (size_in - 1) / (size_out - 1)``.
+
+    Args:
+        size_in: input length.
+        size_out: output length.
+
+    Returns:
+        (size_out, size_in) float64 matrix whose rows sum to 1.
+    """
+    scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+    pos = np.arange(size_out, dtype=np.float64) * scale
+    lo = np.clip(np.floor(pos).astype(np.int64), 0, size_in - 1)
+    hi = np.minimum(lo + 1, size_in - 1)
+    frac = pos - lo
+    weights = np.zeros((size_out, size_in), np.float64)
+    rows = np.arange(size_out)
+    np.add.at(weights, (rows, lo), 1.0 - frac)
+    np.add.at(weights, (rows, hi), frac)
+    return weights
+
+
+def upsample_align_corners(x: jnp.ndarray, factor: int = 2) -> jnp.ndarray:
+    """Bilinear upsampling by an integer factor with ``align_corners=True`` (PyTorch semantics).
+
+    ``jax.image.resize`` samples at half-pixel centres, so this is written as two small
+    interpolation matmuls instead.
+
+    Args:
+        x: (N, H, W, C).
+        factor: integer scale.
+
+    Returns:
+        (N, factor * H, factor * W, C) in x's dtype.
+    """
+    _, h, w, _ = x.shape
+    wy = jnp.asarray(align_corners_matrix(h, factor * h), x.dtype)
+    wx = jnp.asarray(align_corners_matrix(w, factor * w), x.dtype)
+    x = jnp.einsum("oh,nhwc->nowc", wy, x)
+    return jnp.einsum("pw,nowc->nopc", wx, x)
+
+
+class SegBottleneck(nn.Module):
+    """Bottleneck of the SegModule: bias on every conv, stride on the 3x3 conv.
+
+    Attributes:
+        width: inner width; the output has ``4 * width`` channels.
+        stride: stride of the 3x3 conv and of the projection.
+        projection: add the ``downsample_0`` (1x1 conv with bias) + ``downsample_1`` (BN)
+            shortcut.
+        bn_axis_name: mesh axis for cross-device BatchNorm statistics, or None.
+    """
+
+    width: int
+    stride: int = 1
+    projection: bool = False
+    bn_axis_name: str | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, x: jnp.ndarray, train: bool = False, mask: jnp.ndarray | None = None
+    ) -> jnp.ndarray:
+        """Args: x (N, H, W, C); mask (N, 1, 1, 1) bool, the samples in BN statistics.
+
+        Returns: (N, H/stride, W/stride, 4 * width).
+        """
+        conv = partial(
+            nn.Conv,
+            use_bias=True,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+
+        def norm(y: jnp.ndarray, name: str) -> jnp.ndarray:
+            bn = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=0.9,
+                epsilon=1e-5,
+                axis_name=self.bn_axis_name,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=name,
+            )
+            return bn(y, mask=mask)
+
+        y = conv(self.width, (1, 1), padding="VALID", name="conv1")(x)
+        y = nn.relu(norm(y, "bn1"))
+        y = conv(self.width, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)), name="conv2")(y)
+        y = nn.relu(norm(y, "bn2"))
+        y = conv(4 * self.width, (1, 1), padding="VALID", name="conv3")(y)
+        y = norm(y, "bn3")
+        shortcut = x
+        if self.projection:
+            shortcut = conv(
+                4 * self.width, (1, 1), strides=self.stride, padding="VALID", name="downsample_0"
+            )(x)
+            shortcut = norm(shortcut, "downsample_1")
+        return nn.relu(y + shortcut)
+
+
+class SegModule(nn.Module):
+    """7x7/2 conv -> ``num_units`` bottlenecks (1024) -> x2 upsample -> decoder (512) -> 1x1 to 2.
+
+    Attributes:
+        num_units: residual units at 1/2 resolution (10 in the reference).
+        width: bottleneck width of the units (256 in the reference; outputs 4 * width); the
+            stem has ``width`` channels and the decoder ``width / 2`` (output 2 * width).
+        num_classes: output channels (2: background, person).
+        bn_axis_name: mesh axis for cross-device BatchNorm statistics, or None.
+        dtype: computation dtype.
+        param_dtype: parameter dtype.
+    """
+
+    num_units: int = 10
+    width: int = 256
+    num_classes: int = 2
+    bn_axis_name: str | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, x: jnp.ndarray, train: bool = False, mask: jnp.ndarray | None = None
+    ) -> jnp.ndarray:
+        """Segments aligned people.
+
+        Args:
+            x: (N, 64, 64, 311) aligned features with skeleton maps (any even size and
+                channel count).
+            train: BatchNorm uses batch statistics (and updates ``batch_stats``) when True.
+            mask: optional (N,) bool; when given and training, only these samples enter the
+                BatchNorm batch statistics (padded people are excluded). If no sample is
+                selected, all are used, so the statistics stay finite.
+
+        Returns:
+            logits (N, 64, 64, num_classes) in ``dtype``.
+        """
+        bn_mask = None
+        if mask is not None:
+            mask = jnp.asarray(mask, bool)
+            mask = mask | ~jnp.any(mask)
+            bn_mask = mask[:, None, None, None]
+        x = nn.Conv(
+            self.width,
+            (7, 7),
+            strides=2,
+            padding=((3, 3), (3, 3)),
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv1",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            axis_name=self.bn_axis_name,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="bn1",
+        )(x, mask=bn_mask)
+        x = nn.relu(x)
+        common = dict(
+            bn_axis_name=self.bn_axis_name, dtype=self.dtype, param_dtype=self.param_dtype
+        )
+        for i in range(self.num_units):
+            x = SegBottleneck(self.width, projection=i == 0, name=f"layer1_{i}", **common)(
+                x, train, bn_mask
+            )
+        x = upsample_align_corners(x, 2)
+        x = SegBottleneck(self.width // 2, projection=True, name="decoder1_0", **common)(
+            x, train, bn_mask
+        )
+        return nn.Conv(
+            self.num_classes,
+            (1, 1),
+            padding="VALID",
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="pred_small",
+        )(x)
