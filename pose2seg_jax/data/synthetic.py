@@ -471,6 +471,23 @@ def scene_seed(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+def scene_for_index(seed: int, index: int, size: int = 288, **kwargs) -> Scene:
+    """Image ``index`` of a run with ``seed``: height ``size``, width 3/4 to 4/3 of it.
+
+    Args:
+      seed: the run's seed.
+      index: the image's position.
+      size: image height.
+      **kwargs: passed to :func:`generate_scene`.
+
+    Returns:
+      The :class:`Scene`.
+    """
+    rng = scene_seed(seed, index)
+    width = int(round(size * rng.choice([0.75, 1.0, 1.0, 4 / 3]) / 8) * 8)
+    return generate_scene(rng, size, width, **kwargs)
+
+
 def write_dataset(
     out_dir: str | Path,
     split: str = "train",
@@ -507,11 +524,10 @@ def write_dataset(
     images, annotations, ious = [], [], []
     ann_id = 1
     for index in tqdm(range(num_images), desc=f"synth {split}", disable=not progress):
-        rng = scene_seed(seed, index)
-        width = int(round(size * rng.choice([0.75, 1.0, 1.0, 4 / 3]) / 8) * 8)
-        scene = generate_scene(
-            rng, size, width, min_people=min_people, max_people=max_people, lookalike=lookalike
+        scene = scene_for_index(
+            seed, index, size, min_people=min_people, max_people=max_people, lookalike=lookalike
         )
+        width = scene.image.shape[1]
         image_id = index + 1
         file_name = f"{split}/{image_id:06d}.jpg"
         (out / file_name).write_bytes(encode_jpeg(scene.image, quality=92))
