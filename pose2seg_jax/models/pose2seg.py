@@ -1,0 +1,133 @@
+"""The full Pose2Seg network: ResNet-FPN, the align stage, and the SegModule (REFERENCE.md 1-7).
+
+    images (B, 512, 512, 3) --ResNet + FPN--> P1 (B, 128, 128, 256)
+    P1, keypoints, valid, templates --align_stage--> (B, P, 64, 64, 311)
+    --SegModule on (B*P, 64, 64, 311)--> logits (B, P, 64, 64, 2)
+
+Variables: ``backbone`` (ResNet), ``fpn`` and ``segnet`` (SegModule), named after the reference's
+state dict so ``pose2seg_jax.conversion.convert`` is a name map.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pose2seg_jax.models.fpn import FPN
+from pose2seg_jax.models.resnet import ResNet
+from pose2seg_jax.models.seg_module import SegModule
+from pose2seg_jax.ops.stage import align_stage
+
+
+class Pose2Seg(nn.Module):
+    """Pose-based human instance segmentation.
+
+    Attributes:
+        backbone_depth: ResNet depth (18, 34, 50, 101).
+        backbone_layout: 'reference' (stride on the first 1x1; the released weights) or
+            'torchvision' (stride on the 3x3).
+        backbone_width: ResNet base width (64 in the paper).
+        fpn_features: channels of the FPN level fed to the align stage (256).
+        seg_units: residual units of the SegModule (10).
+        seg_width: bottleneck width of the SegModule (256).
+        align_size: side of the align frame and of the logits (64).
+        feature_stride: input pixels per P1 pixel (4).
+        alignment: 'affine' (template fitting) or 'box' (keypoint-box ablation).
+        skeleton: append the 55 skeleton channels to the aligned features.
+        mapping: Affine-Align sampling convention, 'reference' or 'clean'.
+        bn_axis_name: mesh axis for cross-device BatchNorm statistics, or None.
+        dtype: computation dtype (e.g. bfloat16); logits come out in this dtype.
+        param_dtype: parameter dtype.
+    """
+
+    backbone_depth: int = 50
+    backbone_layout: str = "reference"
+    backbone_width: int = 64
+    fpn_features: int = 256
+    seg_units: int = 10
+    seg_width: int = 256
+    align_size: int = 64
+    feature_stride: int = 4
+    alignment: str = "affine"
+    skeleton: bool = True
+    mapping: str = "reference"
+    bn_axis_name: str | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        images: jnp.ndarray,
+        keypoints: jnp.ndarray,
+        valid: jnp.ndarray,
+        templates: jnp.ndarray,
+        train: bool = False,
+        augment: bool | None = None,
+    ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+        """Segments every (padded) person of a batch.
+
+        Padded people (``valid == False``) are computed with the default matrix and must be
+        masked by the caller; in training they are excluded from the SegModule's BatchNorm
+        statistics (the reference ran only real people). The backbone's statistics are over
+        the B images as usual.
+
+        Args:
+            images: (B, H, W, 3) normalised images (ImageNet mean/std, RGB), H = W = 512 by
+                default.
+            keypoints: (B, P, 17, 3) keypoints (x, y, v) in input-image coordinates.
+            valid: (B, P) bool, False for padding.
+            templates: (T, 17, 3) pose templates in unit coordinates.
+            train: BatchNorm uses and updates batch statistics (``mutable=['batch_stats']``).
+            augment: random align-space augmentation (REFERENCE.md section 6), drawn from the
+                'augment' RNG stream; defaults to ``train``.
+
+        Returns:
+            logits: (B, P, A, A, 2) (background, person) in ``dtype``.
+            aux: 'feature_to_align', 'input_to_align' (B, P, 3, 3), 'template_index' (B, P),
+                'aligned' (B, P, A, A, C) the sampled features (without skeleton channels),
+                and 'skeleton' (B, P, A, A, 55) when ``skeleton``.
+        """
+        if augment is None:
+            augment = train
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        stages = ResNet(
+            depth=self.backbone_depth,
+            layout=self.backbone_layout,
+            width=self.backbone_width,
+            bn_axis_name=self.bn_axis_name,
+            name="backbone",
+            **common,
+        )(images.astype(self.dtype), train)
+        features = FPN(features=self.fpn_features, name="fpn", **common)(stages)
+        rng = self.make_rng("augment") if augment else None
+        aligned, aux = align_stage(
+            features,
+            keypoints.astype(jnp.float32),
+            valid,
+            templates,
+            rng=rng,
+            align_size=self.align_size,
+            feature_stride=self.feature_stride,
+            alignment=self.alignment,
+            use_skeleton=self.skeleton,
+            mapping=self.mapping,
+        )
+        aux = dict(aux)
+        aux["aligned"] = aligned[..., : features.shape[-1]]
+        batch, people = valid.shape
+        flat = aligned.reshape(batch * people, *aligned.shape[2:])
+        logits = SegModule(
+            num_units=self.seg_units,
+            width=self.seg_width,
+            bn_axis_name=self.bn_axis_name,
+            name="segnet",
+            **common,
+        )(flat, train, mask=valid.reshape(-1))
+        return logits.reshape(batch, people, *logits.shape[1:]), aux
+
+
+def count_params(variables: dict) -> int:
+    """Number of trainable parameters (the 'params' collection) of a variables dict."""
+    return sum(int(x.size) for x in jax.tree.leaves(variables["params"]))
