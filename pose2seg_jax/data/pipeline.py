@@ -45,6 +45,7 @@ from typing import Any
 
 import grain
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from pose2seg_jax.data.coco import ImageRecord, decode_rles
 from pose2seg_jax.data.images import ImageDecodeError, decode_image, read_image
@@ -69,20 +70,28 @@ BATCH_KEYS = (
 
 
 def _axis_taps(
-    out_len: int, in_len: int, scale: float, offset: float
+    out_len: int, in_len: int, scale: float, offset: float, start: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Bilinear taps along one axis for ``out = scale * in + offset``.
 
     Returns:
-      ``(i0, i1, w0, w1)``, each ``(out_len,)``: indices into the input padded by one zero on each
-      side, and their weights (a tap outside the image reads the zero padding).
+      ``(i0, i1, w0, w1)``, each ``(out_len,)`` for outputs ``start .. start + out_len - 1``:
+      indices into the input padded by one zero on each side, and their weights (a tap outside
+      the image reads the zero padding).
     """
-    src = (np.arange(out_len, dtype=np.float64) - offset) / scale
+    src = (np.arange(start, start + out_len, dtype=np.float64) - offset) / scale
     lo = np.floor(src)
     frac = (src - lo).astype(np.float32)
     i0 = np.clip(lo + 1, 0, in_len + 1).astype(np.intp)
     i1 = np.clip(lo + 2, 0, in_len + 1).astype(np.intp)
     return i0, i1, 1.0 - frac, frac
+
+
+def _covered(out_len: int, in_len: int, scale: float, offset: float) -> tuple[int, int]:
+    """The output range whose samples can touch the image (elsewhere the warp is zero)."""
+    lo = math.floor(offset - scale) - 1
+    hi = math.ceil(scale * in_len + offset) + 2
+    return max(lo, 0), min(hi, out_len)
 
 
 def warp_axis_aligned(
@@ -108,18 +117,33 @@ def warp_axis_aligned(
     pad = [(0, 0)] * array.ndim
     pad[ay] = pad[ax] = (1, 1)
     padded = np.pad(array, pad)
-    iy0, iy1, wy0, wy1 = _axis_taps(out_shape[0], array.shape[ay], matrix[1, 1], matrix[1, 2])
-    ix0, ix1, wx0, wx1 = _axis_taps(out_shape[1], array.shape[ax], matrix[0, 0], matrix[0, 2])
+    oy0, oy1 = _covered(out_shape[0], array.shape[ay], matrix[1, 1], matrix[1, 2])
+    ox0, ox1 = _covered(out_shape[1], array.shape[ax], matrix[0, 0], matrix[0, 2])
+    out_full = list(array.shape)
+    out_full[ay], out_full[ax] = out_shape
+    out = np.zeros(out_full, np.float32)
+    if oy1 <= oy0 or ox1 <= ox0:
+        return out
+    iy0, iy1, wy0, wy1 = _axis_taps(oy1 - oy0, array.shape[ay], matrix[1, 1], matrix[1, 2], oy0)
+    ix0, ix1, wx0, wx1 = _axis_taps(ox1 - ox0, array.shape[ax], matrix[0, 0], matrix[0, 2], ox0)
 
     def along(a: np.ndarray, axis: int, i0, i1, w0, w1) -> np.ndarray:
-        shape = [1] * a.ndim
-        shape[axis] = -1
-        return np.take(a, i0, axis=axis) * w0.reshape(shape) + np.take(
-            a, i1, axis=axis
-        ) * w1.reshape(shape)
+        # Weights are materialised over the trailing axes, so the products run long inner loops.
+        trailing = a.shape[axis + 1 :]
+        shape = (-1,) + (1,) * len(trailing)
+
+        def full(w: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(np.broadcast_to(w.reshape(shape), (len(w), *trailing)))
+
+        first = np.take(a, i0, axis=axis) * full(w0)
+        first += np.take(a, i1, axis=axis) * full(w1)
+        return first
 
     rows = along(padded, ay, iy0, iy1, wy0, wy1)
-    return along(rows, ax, ix0, ix1, wx0, wx1)
+    index = [slice(None)] * array.ndim
+    index[ay], index[ax] = slice(oy0, oy1), slice(ox0, ox1)
+    out[tuple(index)] = along(rows, ax, ix0, ix1, wx0, wx1)
+    return out
 
 
 def warp_affine(image: np.ndarray, matrix: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
@@ -154,6 +178,73 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, out_shape: tuple[int, int
     top = padded[yi0, xi0] * (1 - fx) + padded[yi0, xi1] * fx
     bottom = padded[yi1, xi0] * (1 - fx) + padded[yi1, xi1] * fx
     return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def warp_masks(
+    rles: Sequence[dict[str, Any]], height: int, width: int, matrix: np.ndarray, size: int
+) -> np.ndarray:
+    """Decodes masks and warps them by a scale-and-translate ``matrix`` into ``size x size``.
+
+    Bilinear, zero outside, then ``>= 0.5``. Only each mask's box (grown by two pixels) is
+    resampled: people cover a small part of the frame, so this is several times cheaper than
+    warping whole masks, with the same result.
+
+    Args:
+      rles: compressed RLEs.
+      height: source height.
+      width: source width.
+      matrix: ``(3, 3)`` source -> destination, no rotation.
+      size: destination side.
+
+    Returns:
+      ``(n, size, size)`` uint8 0/1.
+    """
+    masks = decode_rles(rles, height, width)
+    out = np.zeros((len(rles), size, size), np.uint8)
+    sx, tx, sy, ty = matrix[0, 0], matrix[0, 2], matrix[1, 1], matrix[1, 2]
+    for i, rle in enumerate(rles):
+        x, y, w, h = mask_utils.toBbox(rle)
+        if w <= 0 or h <= 0:
+            continue
+        ox0 = max(math.floor(sx * (x - 1) + tx) - 1, 0)
+        ox1 = min(math.ceil(sx * (x + w + 1) + tx) + 2, size)
+        oy0 = max(math.floor(sy * (y - 1) + ty) - 1, 0)
+        oy1 = min(math.ceil(sy * (y + h + 1) + ty) + 2, size)
+        if ox1 <= ox0 or oy1 <= oy0:
+            continue
+        padded = np.pad(masks[i], 1)
+        iy0, iy1, wy0, wy1 = _axis_taps(oy1 - oy0, height, sy, ty, oy0)
+        ix0, ix1, wx0, wx1 = _axis_taps(ox1 - ox0, width, sx, tx, ox0)
+        rows = padded[iy0] * wy0[:, None] + padded[iy1] * wy1[:, None]
+        window = rows[:, ix0] * wx0 + rows[:, ix1] * wx1
+        out[i, oy0:oy1, ox0:ox1] = window >= 0.5
+    return out
+
+
+def letterbox_image(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """Letterboxes ``(H, W, 3)`` uint8 into ``(size, size, 3)`` uint8 (bilinear, black border).
+
+    NumPy, not PIL: PIL's affine warp fills samples within half a pixel outside the image and
+    clamps others at the far edge, where OpenCV blends the border rows with black (measured: up
+    to 64 grey levels apart on those rows); the reference's convention wins.
+
+    Args:
+      image: ``(H, W, 3)`` uint8.
+      matrix: ``(3, 3)`` source -> destination, no rotation.
+      size: destination side.
+
+    Returns:
+      ``(size, size, 3)`` uint8.
+    """
+    # One 2-D plane at a time: about 3x faster than warping the interleaved (H, W, 3) array in
+    # one call (measured on 640x480 -> 512).
+    out = np.empty((size, size, image.shape[2]), np.uint8)
+    for c in range(image.shape[2]):
+        plane = warp_axis_aligned(np.ascontiguousarray(image[..., c]), matrix, (size, size), (0, 1))
+        np.rint(plane, out=plane)
+        np.clip(plane, 0, 255, out=plane)
+        out[..., c] = plane
+    return out
 
 
 def letterbox_keypoints(keypoints: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -277,9 +368,7 @@ def prepare_example(
         return out
     h, w = example["height"], example["width"]
     matrix = letterbox_matrix(h, w, input_size)
-    out["image"] = np.clip(
-        np.rint(warp_axis_aligned(image, matrix, (input_size, input_size), (0, 1))), 0, 255
-    ).astype(np.uint8)
+    out["image"] = letterbox_image(image, matrix, input_size)
     n = len(example["keypoints"])
     if people is None:
         people = np.arange(min(n, max_people))
@@ -293,9 +382,9 @@ def prepare_example(
     out["letterbox"] = matrix.astype(np.float32)
     out["orig_size"] = np.array([h, w], np.int32)
     if with_masks and k:
-        masks = decode_rles([example["masks"][i] for i in people], h, w)
-        warped = warp_axis_aligned(masks, matrix, (input_size, input_size), (1, 2))
-        out["masks"][:k] = warped >= 0.5
+        out["masks"][:k] = warp_masks(
+            [example["masks"][i] for i in people], h, w, matrix, input_size
+        )
     return out
 
 

@@ -337,6 +337,7 @@ def generate_scene(
     min_people: int = 2,
     max_people: int = 5,
     lookalike: float = 0.25,
+    spread: float = 1.0,
 ) -> Scene:
     """Generates one scene.
 
@@ -347,6 +348,8 @@ def generate_scene(
       min_people: fewest people (at least 1).
       max_people: most people.
       lookalike: probability that everybody is dressed alike.
+      spread: scales how far people stand from each other (1: OCHuman-like crowding; larger
+        values give COCO-like scenes where more people stay visible).
 
     Returns:
       The :class:`Scene`, people in drawing order (back first).
@@ -368,7 +371,7 @@ def generate_scene(
                 )
             else:
                 anchor = people[int(rng.integers(0, i))]["centre"]
-                offset = np.array([rng.normal(0, 0.09), rng.normal(0, 0.03)]) * base_h
+                offset = np.array([rng.normal(0, 0.09), rng.normal(0, 0.03)]) * base_h * spread
                 centre = anchor + offset
             place = lambda p, rot=rot, centre=centre: p @ rot.T + centre
             info = dict(info)

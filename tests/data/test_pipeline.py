@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from pose2seg_jax.data import coco, pipeline, synthetic
@@ -45,6 +46,30 @@ def test_warps_match_independent_bilinear(h, w):
     ref = np.stack([_reference_warp(img[..., c], h, w, S) for c in range(3)], -1)
     np.testing.assert_allclose(fast, ref, atol=1e-3)
     np.testing.assert_allclose(general, ref, atol=1e-3)
+
+
+@pytest.mark.parametrize(("h", "w", "size"), [(480, 640, 512), (61, 100, 64), (90, 40, 33)])
+def test_letterbox_image_and_windowed_masks_match_general_warp(h, w, size):
+    rng = np.random.default_rng(size)
+    img = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+    m = pipeline.letterbox_matrix(h, w, size)
+    general = pipeline.warp_affine(img, m, (size, size))
+    np.testing.assert_array_equal(
+        pipeline.letterbox_image(img, m, size), np.clip(np.rint(general), 0, 255).astype(np.uint8)
+    )
+    yy, xx = np.mgrid[0:h, 0:w]
+    masks = np.stack(
+        [
+            ((yy - h * 0.4) ** 2 + (xx - w * 0.5) ** 2 < (min(h, w) * 0.3) ** 2),
+            (yy < h // 3) & (xx > w // 2),
+            np.zeros((h, w), bool),
+            np.ones((h, w), bool),
+        ]
+    ).astype(np.uint8)
+    rles = mask_utils.encode(np.asfortranarray(np.moveaxis(masks, 0, 2)))
+    windowed = pipeline.warp_masks(rles, h, w, m, size)
+    full = np.stack([pipeline.warp_affine(mk, m, (size, size)) for mk in masks]) >= 0.5
+    np.testing.assert_array_equal(windowed, full)
 
 
 def test_general_warp_with_rotation_matches_scipy():
