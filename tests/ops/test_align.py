@@ -89,15 +89,12 @@ def test_matches_reference(features, mapping, index):
     assert np.all(coord_error <= coordinate_tolerance(coords)), coord_error.max()
 
     tolerance = feature_tolerance(coords)[..., None]
-    for impl in ("map_coordinates", "gather"):
-        got = np.asarray(
-            align.affine_align(
-                jnp.asarray(features), jnp.asarray(matrix), mapping=mapping, impl=impl
-            )
-        )
-        assert got.shape == (64, 64, 3) and got.dtype == np.float32
-        error = np.abs(got - expected)
-        assert np.all(error <= tolerance), (impl, error.max())
+    got = np.asarray(
+        align.affine_align(jnp.asarray(features), jnp.asarray(matrix), mapping=mapping)
+    )
+    assert got.shape == (64, 64, 3) and got.dtype == np.float32
+    error = np.abs(got - expected)
+    assert np.all(error <= tolerance), error.max()
 
 
 def test_table_covers_inside_partial_and_outside(features):
@@ -147,11 +144,8 @@ def test_reference_numbers_for_128_map():
 def test_exact_coordinates_tight(features, matrix, mapping):
     matrix = np.asarray(matrix, np.float32)
     expected = ref_affine_align(features, matrix, 64, mapping)
-    for impl in ("map_coordinates", "gather"):
-        got = align.affine_align(
-            jnp.asarray(features), jnp.asarray(matrix), mapping=mapping, impl=impl
-        )
-        np.testing.assert_allclose(np.asarray(got), expected, atol=1e-6, err_msg=impl)
+    got = align.affine_align(jnp.asarray(features), jnp.asarray(matrix), mapping=mapping)
+    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-6)
 
 
 def test_non_square_map_and_other_sizes():
@@ -162,22 +156,11 @@ def test_non_square_map_and_other_sizes():
     for mapping in ("reference", "clean"):
         expected = ref_affine_align(feats, matrix, 17, mapping)
         coords = ref_coordinates(matrix, (24, 40), 17, mapping)
-        for impl in ("map_coordinates", "gather"):
-            got = align.affine_align(
-                jnp.asarray(feats), jnp.asarray(matrix), align_size=17, mapping=mapping, impl=impl
-            )
-            assert got.shape == (17, 17, 2)
-            assert np.all(
-                np.abs(np.asarray(got) - expected) <= feature_tolerance(coords)[..., None]
-            )
-
-
-def test_impls_agree(features):
-    feats = jnp.asarray(np.random.default_rng(5).standard_normal((2, 128, 128, 16)), jnp.float32)
-    matrices = jnp.asarray(np.stack(random_matrices(7, 8)[:8]).reshape(2, 4, 3, 3))
-    a = align.align_people(feats, matrices, impl="map_coordinates")
-    b = align.align_people(feats, matrices, impl="gather")
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+        got = align.affine_align(
+            jnp.asarray(feats), jnp.asarray(matrix), align_size=17, mapping=mapping
+        )
+        assert got.shape == (17, 17, 2)
+        assert np.all(np.abs(np.asarray(got) - expected) <= feature_tolerance(coords)[..., None])
 
 
 def test_align_people_shapes_and_per_person():
@@ -205,16 +188,12 @@ def test_gradient_matches_numpy_adjoint():
     for mapping in ("reference", "clean"):
         expected = ref_align_adjoint(cotangent.astype(np.float64), feats.shape, matrix, mapping)
         assert np.abs(expected).max() > 0.1
-        for impl in ("map_coordinates", "gather"):
-            loss = lambda f, impl=impl, mapping=mapping: jnp.sum(
-                cotangent
-                * align.affine_align(
-                    f, jnp.asarray(matrix), align_size=6, mapping=mapping, impl=impl
-                )
-            )
-            grad = jax.grad(loss)(jnp.asarray(feats))
-            assert np.all(np.isfinite(np.asarray(grad)))
-            np.testing.assert_allclose(np.asarray(grad), expected, atol=1e-5, err_msg=impl)
+        loss = lambda f, mapping=mapping: jnp.sum(
+            cotangent * align.affine_align(f, jnp.asarray(matrix), align_size=6, mapping=mapping)
+        )
+        grad = jax.grad(loss)(jnp.asarray(feats))
+        assert np.all(np.isfinite(np.asarray(grad)))
+        np.testing.assert_allclose(np.asarray(grad), expected, atol=1e-5)
 
 
 def test_no_recompilation_for_new_values():
@@ -245,5 +224,3 @@ def test_bad_arguments_raise():
     feats = jnp.zeros((8, 8, 1))
     with pytest.raises(ValueError, match="mapping"):
         align.affine_align(feats, jnp.eye(3), mapping="nearest")
-    with pytest.raises(ValueError, match="impl"):
-        align.affine_align(feats, jnp.eye(3), impl="torch")
