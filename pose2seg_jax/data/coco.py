@@ -426,3 +426,91 @@ def max_iou(boxes: np.ndarray) -> np.ndarray:
 def count_people(records: Iterable[ImageRecord]) -> int:
     """Total people over records."""
     return sum(r.num_people for r in records)
+
+
+def replace_keypoints(
+    records: Sequence[ImageRecord],
+    keypoints_file: str | os.PathLike,
+    *,
+    min_person_score: float = 0.0,
+    min_joint_score: float = 0.0,
+) -> list[ImageRecord]:
+    """Replaces each image's people by the detections of a COCO keypoint results file.
+
+    For the paper's "predicted keypoints" rows: the model then segments the detected people, not
+    the annotated ones. A results file is a json list of ``{"image_id", "keypoints" (51 numbers,
+    the third of each triple a confidence), "score"}``. A joint is kept (``v = 2``) when its
+    confidence is positive and at least ``min_joint_score``, else ``v = 0``; a person is kept
+    when its score is at least ``min_person_score`` and it has a kept joint. Detected people get
+    empty masks, boxes around their kept joints and ids 1, 2, ... in file order. Entries with a
+    wrong length or non-finite numbers are skipped and logged.
+
+    Args:
+      records: the evaluated images (their people are discarded).
+      keypoints_file: the results json.
+      min_person_score: lowest person score kept.
+      min_joint_score: lowest joint confidence kept.
+
+    Returns:
+      New records, same images and order.
+    """
+    path = Path(keypoints_file)
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    if not isinstance(results, list):
+        raise ValueError(f"{path} is not a COCO keypoint results file (a json list)")
+    found: dict[int, list[tuple[int, np.ndarray]]] = collections.defaultdict(list)
+    skipped = collections.Counter()
+    for index, det in enumerate(results):
+        where = f"result {index} in {path.name}"
+        try:
+            kp = np.asarray(det["keypoints"], np.float64).reshape(-1)
+            score = float(det.get("score", 1.0))
+            image_id = int(det["image_id"])
+        except (KeyError, TypeError, ValueError):
+            skipped["unreadable"] += 1
+            logger.warning("%s is unreadable; it needs image_id and keypoints", where)
+            continue
+        if kp.size != NUM_KEYPOINTS * 3 or not np.all(np.isfinite(kp)) or not math.isfinite(score):
+            skipped["bad_keypoints"] += 1
+            logger.warning(
+                "%s has %d keypoint values (expected 51) or non-finite numbers", where, kp.size
+            )
+            continue
+        if score < min_person_score:
+            skipped["low_score"] += 1
+            continue
+        kp = kp.reshape(NUM_KEYPOINTS, 3)
+        keep = (kp[:, 2] > 0) & (kp[:, 2] >= min_joint_score)
+        if not keep.any():
+            skipped["no_joints"] += 1
+            continue
+        out = np.zeros((NUM_KEYPOINTS, 3), np.float32)
+        out[keep, :2] = kp[keep, :2]
+        out[keep, 2] = 2
+        found[image_id].append((index + 1, out))
+    if skipped:
+        logger.info("%s: skipped detections %s", path.name, dict(skipped))
+    replaced = []
+    for record in records:
+        people = found.get(record.image_id, [])
+        empty = mask_utils.encode(np.zeros((record.height, record.width, 1), np.uint8, order="F"))[
+            0
+        ]
+        boxes = []
+        for _, kp in people:
+            vis = kp[kp[:, 2] > 0, :2]
+            lo, hi = vis.min(axis=0), vis.max(axis=0)
+            boxes.append([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]])
+        replaced.append(
+            dataclasses.replace(
+                record,
+                keypoints=np.stack([kp for _, kp in people])
+                if people
+                else np.zeros((0, NUM_KEYPOINTS, 3), np.float32),
+                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                masks=[dict(empty) for _ in people],
+                annotation_ids=np.asarray([i for i, _ in people], np.int64),
+            )
+        )
+    return replaced

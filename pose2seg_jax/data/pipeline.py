@@ -16,6 +16,7 @@ A batch is a dict of NumPy arrays (``B`` images, ``P`` people, ``S`` input size)
 - ``masks`` (B, P, S, S) uint8 0/1 in the input frame.
 - ``image_id`` (B,) int64 (-1 for a padding image); ``annotation_id`` (B, P) int64 (-1 for
   padding); ``letterbox`` (B, 3, 3) float32 original -> input; ``orig_size`` (B, 2) int32 (h, w).
+- evaluation adds ``record_index`` (B,), ``person_index`` (B, P) and ``last_pass`` (B,).
 
 Training (:func:`train_dataset`): records are split into one shard per JAX process
 (``records[process_index::process_count]``), shuffled from the seed, reshuffled every epoch,
@@ -340,6 +341,15 @@ def empty_example(input_size: int, max_people: int, *, with_masks: bool = True) 
     }
 
 
+def _eval_keys(row: dict, record_index: int, people: np.ndarray, last: bool, max_people: int):
+    """Adds ``record_index`` (), ``person_index`` (P,) (-1 padding) and ``last_pass`` ()."""
+    row["record_index"] = np.int64(record_index)
+    row["person_index"] = np.full((max_people,), -1, np.int64)
+    row["person_index"][: len(people)] = people
+    row["last_pass"] = np.bool_(last)
+    return row
+
+
 def prepare_example(
     record: ImageRecord | Mapping[str, Any],
     people: np.ndarray | None,
@@ -423,17 +433,20 @@ class EvalTransform(grain.transforms.Map):
     def map(self, element):
         index, chunk = int(element[0]), int(element[1])
         if index < 0:
-            return empty_example(self.input_size, self.max_people, with_masks=self.with_masks)
+            row = empty_example(self.input_size, self.max_people, with_masks=self.with_masks)
+            return _eval_keys(row, -1, np.zeros(0, np.int64), False, self.max_people)
         record = self.records[index]
         n = num_people(record)
         people = np.arange(chunk * self.max_people, min((chunk + 1) * self.max_people, n))
-        return prepare_example(
+        row = prepare_example(
             record,
             people,
             input_size=self.input_size,
             max_people=self.max_people,
             with_masks=self.with_masks,
         )
+        last = (chunk + 1) * self.max_people >= n
+        return _eval_keys(row, index, people, last, self.max_people)
 
 
 # ---- datasets -------------------------------------------------------------------------------
@@ -564,7 +577,10 @@ def eval_dataset(
       with_masks: produce ``masks``.
 
     Returns:
-      A grain IterDataset of batch dicts (padding rows have ``image_id`` -1, ``valid`` False).
+      A grain IterDataset of batch dicts (padding rows have ``image_id`` -1, ``valid`` False),
+      with three more keys to paste results back: ``record_index`` (B,) into ``records`` (-1 for
+      padding), ``person_index`` (B, P) into the record's people (-1 for padding) and
+      ``last_pass`` (B,) True on an image's last row.
     """
     shard_index, shard_count = _shard(shard_index, shard_count)
     counts = [num_people(r) for r in records]
@@ -576,3 +592,18 @@ def eval_dataset(
     )
     ds = ds.batch(batch_size, drop_remainder=False)
     return _to_iter(ds, num_workers, prefetch)
+
+
+def train_iterator(records: Sequence[Any], **kwargs) -> grain.DatasetIterator:
+    """``iter(train_dataset(records, **kwargs))``: the object to save and restore with its state."""
+    return iter(train_dataset(records, **kwargs))
+
+
+def eval_batches(records: Sequence[Any], **kwargs):
+    """``iter(eval_dataset(records, **kwargs))``: every image once, in record order per shard.
+
+    ``shard_index``/``shard_count`` default to 0 and 1 here (a single evaluating process).
+    """
+    kwargs.setdefault("shard_index", 0)
+    kwargs.setdefault("shard_count", 1)
+    return iter(eval_dataset(records, **kwargs))

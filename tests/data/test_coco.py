@@ -233,3 +233,25 @@ def test_missing_and_corrupt_files_raise_named_errors(tmp_path):
 def test_non_finite_polygon_is_bad_mask():
     _, report = _one({"segmentation": [[1, 1, math.inf, 1, 20, 20]]})
     assert report.skipped["bad_mask"] == 1
+
+
+def test_replace_keypoints_with_detections(tmp_path):
+    records, _ = _one({})
+    (rec,) = records
+    good = [10.0, 20.0, 0.9] * 17
+    good[5] = 0.1  # joint 1 below the joint threshold
+    results = [
+        {"image_id": 1, "category_id": 1, "keypoints": good, "score": 0.8},
+        {"image_id": 1, "category_id": 1, "keypoints": good, "score": 0.1},
+        {"image_id": 1, "category_id": 1, "keypoints": good[:48], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "keypoints": [math.nan] * 51, "score": 0.9},
+        {"image_id": 42, "category_id": 1, "keypoints": good, "score": 0.9},
+    ]
+    path = tmp_path / "kpts.json"
+    path.write_text(json.dumps(results))
+    (out,) = coco.replace_keypoints(records, path, min_person_score=0.5, min_joint_score=0.2)
+    assert out.num_people == 1 and out.image_id == rec.image_id
+    assert out.keypoints[0, 1].tolist() == [0, 0, 0]
+    assert out.keypoints[0, 0].tolist() == [10, 20, 2]
+    assert out.annotation_ids.tolist() == [1]
+    assert out.decode_masks().sum() == 0

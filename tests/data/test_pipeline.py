@@ -227,3 +227,40 @@ def test_worker_processes_same_batches_and_resume(records):
     resumed = iter(pipeline.train_dataset(records, num_workers=2, **kw))
     resumed.set_state(state)
     _same(_take(resumed, 2), local[2:])
+
+
+def test_eval_batches_paste_back_keys(records):
+    rows = []
+    for b in pipeline.eval_batches(
+        records, batch_size=3, input_size=16, max_people=2, with_masks=False
+    ):
+        for i in range(3):
+            rows.append(
+                (int(b["record_index"][i]), b["person_index"][i].tolist(), bool(b["last_pass"][i]),
+                 b["annotation_id"][i].tolist(), b["valid"][i].tolist())
+            )  # fmt: skip
+    seen = {}
+    for index, people, last, anns, valid in rows:
+        if index < 0:
+            assert not any(valid) and people == [-1, -1] and not last
+            continue
+        rec = records[index]
+        kept = [p for p in people if p >= 0]
+        assert [v for v in valid] == [p >= 0 for p in people]
+        assert [a for a, v in zip(anns, valid) if v] == rec.annotation_ids[kept].tolist()
+        seen.setdefault(index, []).extend(kept)
+        assert last == (max(kept) == rec.num_people - 1)
+    assert {i: sorted(p) for i, p in seen.items()} == {
+        i: list(range(r.num_people)) for i, r in enumerate(records)
+    }
+
+
+def test_train_iterator_state_roundtrip(records):
+    it = pipeline.train_iterator(
+        records, batch_size=2, input_size=16, max_people=2, seed=0, shard_index=0, shard_count=1
+    )
+    next(it)
+    state = it.get_state()
+    a = next(it)
+    it.set_state(state)
+    np.testing.assert_array_equal(next(it)["image_id"], a["image_id"])
