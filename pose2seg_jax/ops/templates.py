@@ -6,15 +6,15 @@ joints x (x, y, score) in unit coordinates. ``load_templates`` applies the visib
 appends the left/right mirrored set, giving the (2K, 17, 3) array that template fitting uses.
 
 The packaged default, ``DEFAULT_TEMPLATE_FILE`` (``pose2seg_jax/assets/templates_default.json``),
-was made by this module's command from 3000 plausible synthetic poses (standing, walking, arms
-raised, waving, arms out, sitting; front, back and side views; with occlusion and truncation)
-written by ``tests/ops/pose_samples.py``:
+was made by this module's command from the project's synthetic training split (2000 images,
+5908 people, seed 0; COCO's own poses cannot be downloaded here):
 
-    .venv/bin/python tests/ops/pose_samples.py /tmp/poses.json --people 3000 --seed 0
-    .venv/bin/pose2seg-templates /tmp/poses.json pose2seg_jax/assets/templates_default.json
+    pose2seg-synth /tmp/synth --split train --images 2000 --seed 0
+    pose2seg-templates /tmp/synth/train.json pose2seg_jax/assets/templates_default.json
 
-It is a stand-in until the synthetic training split exists; the released model's own template
-file can be passed anywhere a path is taken.
+Its three templates are a full frontal body, a body with the face turned away, and a back view.
+The released model's own template file (made from COCOPersons) can be passed anywhere a path is
+taken (``config.templates``).
 """
 
 import argparse
