@@ -59,8 +59,8 @@ def skeleton_features(keypoints: jax.Array, *, size: int = 64, sigma: float = 3.
     length = jnp.sqrt(dx**2 + dy**2)
     drawn = (v[a] > 0) & (v[b] > 0) & ((dx != 0) | (dy != 0))
     safe_length = jnp.where(drawn, length, 1.0)
-    ux = dx / safe_length
-    uy = dy / safe_length
+    ux = jnp.where(drawn, dx / safe_length, 0.0)
+    uy = jnp.where(drawn, dy / safe_length, 0.0)
 
     x0 = jnp.maximum(_round_shifted(jnp.minimum(xa, xb), -1.0), 0.0)
     x1 = jnp.minimum(_round_shifted(jnp.maximum(xa, xb), 1.0), float(size))
@@ -68,10 +68,15 @@ def skeleton_features(keypoints: jax.Array, *, size: int = 64, sigma: float = 3.
     y1 = jnp.minimum(_round_shifted(jnp.maximum(ya, yb), 1.0), float(size))
     in_box = (cols >= x0) & (cols < x1) & (rows >= y0) & (rows < y1)
     near_line = jnp.abs((cols - xa) * uy - (rows - ya) * ux) < 1.0
-    on_limb = in_box & near_line & drawn
-    limb_x = jnp.where(on_limb, ux, 0.0)
-    limb_y = jnp.where(on_limb, uy, 0.0)
-    limbs = jnp.stack([limb_x, limb_y], axis=-1).reshape(size, size, 2 * NUM_LIMBS)
+    on_limb = (in_box & near_line & drawn).astype(jnp.float32)
+    # Spread the (size, size, 19) masks to the interleaved (u_x, u_y) channels with a matmul
+    # (row l of `spread` holds u_x at 2l and u_y at 2l + 1; exact, one non-zero term per sum):
+    # an elementwise interleave along the minor axis ran 3x slower on CPU. HIGHEST keeps the
+    # directions float32 where the default would use TF32/bf16 passes on accelerators.
+    spread = (jnp.eye(NUM_LIMBS)[:, :, None] * jnp.stack([ux, uy], axis=-1)[:, None, :]).reshape(
+        NUM_LIMBS, 2 * NUM_LIMBS
+    )
+    limbs = jnp.dot(on_limb, spread, precision=jax.lax.Precision.HIGHEST)
     return jnp.concatenate([parts, limbs], axis=-1)
 
 
