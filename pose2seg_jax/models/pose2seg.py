@@ -37,6 +37,10 @@ class Pose2Seg(nn.Module):
         skeleton: append the 55 skeleton channels to the aligned features.
         mapping: Affine-Align sampling convention, 'reference' or 'clean'.
         bn_axis_name: mesh axis for cross-device BatchNorm statistics, or None.
+        seg_chunk: people per SegModule pass at inference (``lax.map`` over chunks of the
+            B*P people; 0: all at once). Eval-mode BatchNorm is per sample, so the result does
+            not depend on it; smaller chunks keep fewer wide activations alive (peak memory).
+            Training always runs all people together (BatchNorm batch statistics).
         dtype: computation dtype (e.g. bfloat16); logits come out in this dtype.
         param_dtype: parameter dtype.
     """
@@ -53,6 +57,7 @@ class Pose2Seg(nn.Module):
     skeleton: bool = True
     mapping: str = "reference"
     bn_axis_name: str | None = None
+    seg_chunk: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -118,14 +123,31 @@ class Pose2Seg(nn.Module):
         aux["aligned"] = aligned[..., : features.shape[-1]]
         batch, people = valid.shape
         flat = aligned.reshape(batch * people, *aligned.shape[2:])
-        logits = SegModule(
+        segnet = SegModule(
             num_units=self.seg_units,
             width=self.seg_width,
             bn_axis_name=self.bn_axis_name,
             name="segnet",
             **common,
-        )(flat, train, mask=valid.reshape(-1))
+        )
+        chunk = self.seg_chunk
+        if train or self.is_initializing() or chunk <= 0 or chunk >= flat.shape[0]:
+            logits = segnet(flat, train, mask=valid.reshape(-1))
+        else:
+            logits = _chunked_inference(segnet, flat, chunk)
         return logits.reshape(batch, people, *logits.shape[1:]), aux
+
+
+def _chunked_inference(segnet: SegModule, flat: jnp.ndarray, chunk: int) -> jnp.ndarray:
+    """Eval-mode SegModule over (N, ...) in ``lax.map`` chunks of ``chunk`` samples."""
+    count = flat.shape[0]
+    steps = -(-count // chunk)
+    padded = jnp.pad(flat, [(0, steps * chunk - count)] + [(0, 0)] * (flat.ndim - 1))
+    variables = segnet.variables
+    unbound = segnet.clone(parent=None, name=None)
+    run = lambda x: unbound.apply(variables, x, False)
+    out = jax.lax.map(run, padded.reshape(steps, chunk, *flat.shape[1:]))
+    return out.reshape(steps * chunk, *out.shape[2:])[:count]
 
 
 def count_params(variables: dict) -> int:

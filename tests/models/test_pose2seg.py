@@ -136,3 +136,17 @@ def test_bfloat16_compute() -> None:
     assert got.dtype == jnp.bfloat16
     error = float(jnp.abs(got.astype(jnp.float32) - want).max())
     assert error < 0.1 * float(jnp.abs(want).max())
+
+
+def test_chunked_inference_matches_one_pass() -> None:
+    _, variables, _ = _pair(TINY, 4, align_size=32)
+    images, keypoints, valid = _inputs(4, 2, 4, 128)
+    templates = jnp.asarray(load_templates())
+    outs = []
+    for chunk in (0, 3):  # 3 does not divide the 8 people: the last chunk is padded
+        model = Pose2Seg(**TINY, align_size=32, seg_chunk=chunk)
+        outs.append(
+            np.asarray(jax.jit(model.apply)(variables, images, keypoints, valid, templates)[0])
+        )
+    for out in outs[1:]:
+        np.testing.assert_allclose(out, outs[0], atol=1e-5 * np.abs(outs[0]).max(), rtol=0)
