@@ -16,6 +16,9 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 def initialise_distributed() -> None:
     """Starts jax.distributed when asked for (flags) or when the cluster is auto-detected."""
+    if not flags.FLAGS["verbosity"].present:
+        # orbax and grain log every save and worker at INFO; --verbosity=0 brings them back.
+        logging.set_verbosity(logging.WARNING)
     if _COORDINATOR.value:
         jax.distributed.initialize(
             coordinator_address=_COORDINATOR.value,
