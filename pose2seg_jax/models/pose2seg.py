@@ -76,7 +76,11 @@ class Pose2Seg(nn.Module):
         Padded people (``valid == False``) are computed with the default matrix and must be
         masked by the caller; in training they are excluded from the SegModule's BatchNorm
         statistics (the reference ran only real people). The backbone's statistics are over
-        the B images as usual.
+        the B images as usual. With ``bn_axis_name`` the per-device masked means are averaged
+        with equal weight per device (flax's ``pmean``), not weighted by each device's count
+        of real people. Flax stores the biased batch variance in the running variance where
+        PyTorch stores the unbiased one (a factor n / (n - 1), n = pixels x samples >= 8192
+        here, so below 1e-4 relative).
 
         Args:
             images: (B, H, W, 3) normalised images (ImageNet mean/std, RGB), H = W = 512 by
