@@ -79,8 +79,8 @@ class Pose2Seg(nn.Module):
         the B images as usual. With ``bn_axis_name`` the per-device masked means are averaged
         with equal weight per device (flax's ``pmean``), not weighted by each device's count
         of real people. Flax stores the biased batch variance in the running variance where
-        PyTorch stores the unbiased one (a factor n / (n - 1), n = pixels x samples >= 8192
-        here, so below 1e-4 relative).
+        PyTorch stores the unbiased one (a factor n / (n - 1), n = samples x pixels, at least
+        1024 in the SegModule, so at most 1e-3 relative).
 
         Args:
             images: (B, H, W, 3) normalised images (ImageNet mean/std, RGB), H = W = 512 by
