@@ -82,10 +82,9 @@ def alignment_figure(
     Returns:
       (h, w, 3) uint8 RGB picture.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure on an Agg canvas: no pyplot state, so a notebook's backend is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     templates = np.asarray(templates, np.float32)
     size = details["probs"].shape[-1]
@@ -95,7 +94,9 @@ def alignment_figure(
         kind = f"template {index % k}" + (" (mirrored)" if index >= k else "")
     else:
         kind = "no fit: whole-image default"
-    fig, axes = plt.subplots(2, 3, figsize=(9, 6.8))
+    fig = Figure(figsize=(9, 6.8))
+    canvas = FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 3)
     extent = (-0.5, size - 0.5, size - 0.5, -0.5)
 
     ax = axes[0, 0]
@@ -142,10 +143,8 @@ def alignment_figure(
         ax.set_yticks([])
     fig.suptitle(title or f"person {person}: {kind}", fontsize=11)
     fig.tight_layout()
-    fig.canvas.draw()
-    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return rgb
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def write_alignment_figures(
