@@ -7,6 +7,7 @@ the data (``jax.make_array_from_process_local_data``).
 """
 
 import functools
+import json
 from collections.abc import Callable
 
 import jax
@@ -68,3 +69,31 @@ def shard_predict(step: Callable, mesh: Mesh, **static) -> Callable:
     per_device = functools.partial(step, **static)
     mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(AXIS))
     return jax.jit(mapped)
+
+
+def allgather_json(obj) -> list:
+    """Every process's JSON-serialisable ``obj``, in process order (a collective: all call it).
+
+    Used for what orbax's ``JsonSave`` and file writing see only on process 0: the input
+    iterator states of all processes and process 0's evaluation metrics.
+    """
+    if jax.process_count() == 1:
+        return [obj]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.int32(data.size))
+    padded = np.zeros(int(np.max(sizes)), np.uint8)
+    padded[: data.size] = data
+    rows = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, np.ravel(sizes))]
+
+
+def allgather_rows(tree):
+    """A pytree of per-process NumPy batches (leading axis) -> the global batches, on every
+    process, rows in process order (the order of ``global_batch``'s mesh)."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
