@@ -3,7 +3,8 @@
     pose2seg-predict --checkpoint runs/demo --images photos/ --keypoints kpts.json --out masks/
 
 ``--keypoints`` is a COCO keypoint results file, what pose estimators write: a json list of
-``{"image_id" or "file_name", "keypoints": [51 numbers], "score"}``. People are matched to images
+``{"image_id" or "file_name", "keypoints": [51 numbers], "score"}`` (a COCO annotation file
+works too: its ``annotations`` are read, scored 1). People are matched to images
 by ``file_name`` (name or stem), or by ``image_id`` through ``--annotations`` (a COCO file with an
 ``images`` list) or else the image's numeric file stem (COCO's ``000000397133.jpg`` is id
 397133). The third number of each joint is a visibility flag when every one in the file is 0, 1

@@ -44,6 +44,20 @@ def test_flags_are_kept_and_thresholds_apply(tmp_path):
     assert dropped == {"low score": 1, "no joints": 1}
 
 
+def test_a_coco_annotation_file_works_as_keypoints(tmp_path):
+    coco = {
+        "images": [{"id": 4, "file_name": "val/000004.jpg"}],
+        "annotations": [
+            {"id": 1, "image_id": 4, "keypoints": _kp(2.0, n_visible=10), "num_keypoints": 10},
+            {"id": 2, "image_id": 4, "keypoints": [0] * 51, "num_keypoints": 0},
+        ],
+    }
+    kept, dropped = predict.read_keypoint_results(_write(tmp_path / "gt.json", coco))
+    assert [d.image_id for d in kept] == [4] and kept[0].score == 1.0
+    assert kept[0].keypoints[:, 2].tolist() == [2.0] * 10 + [0.0] * 7
+    assert dropped == {"no joints": 1}
+
+
 def test_confidences_become_flags(tmp_path):
     conf = _kp(0.8)
     for k in (3, 4):
