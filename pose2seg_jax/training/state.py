@@ -82,3 +82,68 @@ def create_train_state(
         tx=create_optimizer(schedule),
         rng=run_rng,
     )
+
+
+def torch_variables(config: ml_collections.ConfigDict, path: str, *, backbone_only: bool) -> dict:
+    """Flax variables of a PyTorch file, checked against the sizes of ``config.model``.
+
+    Args:
+      config: the full config.
+      path: a ``.pth``/``.pkl`` state dict: a whole Pose2Seg model in the reference's names, or
+        with ``backbone_only`` an ImageNet ResNet in torchvision's layout (``fc`` ignored).
+      backbone_only: read only the ResNet.
+
+    Returns:
+      {'params': ..., 'batch_stats': ...} of NumPy float32 arrays.
+    """
+    from pose2seg_jax.conversion import convert
+
+    m = config.model
+    sizes = dict(
+        backbone_depth=m.backbone_depth,
+        backbone_layout=m.backbone_layout,
+        backbone_width=m.backbone_width,
+    )
+    if not backbone_only:
+        sizes.update(
+            fpn_features=m.fpn_features,
+            seg_units=m.seg_units,
+            seg_width=m.seg_width,
+            skeleton=m.skeleton,
+        )
+    return convert.torch_to_flax(
+        convert.load_torch_file(path), backbone_only=backbone_only, source=path, **sizes
+    )
+
+
+def merge_variables(target: dict, loaded: dict, *, source: str = "loaded variables") -> dict:
+    """``target`` with every leaf that ``loaded`` holds replaced by the loaded value.
+
+    Args:
+      target: {'params': ..., 'batch_stats': ...} of the model being trained.
+      loaded: a subset of the same tree (e.g. only ``backbone``), same shapes.
+      source: how to name ``loaded`` in errors.
+
+    Returns:
+      A new {'params', 'batch_stats'} tree (dtypes of ``target``).
+
+    Raises:
+      ValueError: a loaded leaf has no counterpart in ``target`` or another shape.
+    """
+    from flax import traverse_util
+
+    merged = {}
+    for collection in ("params", "batch_stats"):
+        flat = dict(traverse_util.flatten_dict(dict(target.get(collection, {}))))
+        for key, value in traverse_util.flatten_dict(dict(loaded.get(collection, {}))).items():
+            name = "/".join((collection, *key))
+            if key not in flat:
+                raise ValueError(f"{source}: {name} is not a variable of the model")
+            if tuple(flat[key].shape) != tuple(value.shape):
+                raise ValueError(
+                    f"{source}: {name} has shape {tuple(value.shape)}, the model "
+                    f"{tuple(flat[key].shape)}; check config.model's sizes"
+                )
+            flat[key] = jnp.asarray(value, flat[key].dtype)
+        merged[collection] = traverse_util.unflatten_dict(flat)
+    return merged

@@ -70,23 +70,56 @@ def load_train_records(config: ml_collections.ConfigDict):
 
 
 def initial_state(config, model, lr_schedule, templates, mesh):
-    """Fresh parameters, or those of ``config.train.init_from`` (a PyTorch file)."""
+    """Fresh parameters, or those of ``config.train.init_from`` (a PyTorch file), replicated.
+
+    With ``config.train.init_backbone_only`` the file is an ImageNet ResNet (torchvision layout)
+    and only the backbone is replaced; otherwise it is a whole Pose2Seg model (e.g. the released
+    weights). The optimiser state starts fresh either way.
+    """
     state = state_lib.create_train_state(
         config, model, lr_schedule, templates, jax.random.PRNGKey(config.seed)
     )
     if config.train.init_from:
-        from pose2seg_jax.conversion import convert
-
-        variables = convert.load_torch_file(
-            config.train.init_from, backbone_only=config.train.init_backbone_only
+        loaded = state_lib.torch_variables(
+            config, config.train.init_from, backbone_only=config.train.init_backbone_only
         )
-        params, batch_stats = convert.merge_into(
-            {"params": state.params, "batch_stats": state.batch_stats}, variables
+        merged = state_lib.merge_variables(
+            {"params": state.params, "batch_stats": state.batch_stats},
+            loaded,
+            source=config.train.init_from,
         )
-        state = state.replace(params=params, batch_stats=batch_stats)
-        state = state.replace(opt_state=state.tx.init(params))
+        state = state.replace(
+            params=merged["params"],
+            batch_stats=merged["batch_stats"],
+            opt_state=state.tx.init(merged["params"]),
+        )
         logging.info("initialised from %s", config.train.init_from)
     return parallel.replicate(mesh, state)
+
+
+def data_checkpoint(data) -> dict:
+    """The input iterators' states of ALL processes, for the checkpoint (a collective).
+
+    orbax's ``JsonSave`` writes process 0's value only, so each process's state is gathered into
+    it under ``processes``. In practice they are identical (``{'next_index': k}``: every process
+    has consumed the same number of batches of its own shard), but nothing relies on that.
+    """
+    return {"processes": parallel.allgather_json(data.get_state())}
+
+
+def restore_data(data, saved: dict) -> None:
+    """Puts this process's iterator back to its checkpointed position."""
+    states = saved.get("processes")
+    if states is None:  # written by one process, before per-process states
+        data.set_state(saved)
+        return
+    if len(states) != jax.process_count():
+        raise ValueError(
+            f"the checkpoint holds the input state of {len(states)} processes, this run has "
+            f"{jax.process_count()}: resume with the same number of processes (the data order "
+            "is per process), or start a new workdir with --config.train.init_from"
+        )
+    data.set_state(states[jax.process_index()])
 
 
 def _write_scalars(writer, step, scalars):
@@ -146,8 +179,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if start is not None:
         state, data_state = ckpt.restore(state)
         if data_state is not None:
-            data.set_state(data_state)
+            restore_data(data, data_state)
         logging.info("resumed from step %d", start)
+        if jax.process_index() == 0:
+            print(f"resumed from step {start} of {ckpt.directory}", flush=True)
     start = int(jax.device_get(state.step))
 
     train_step = parallel.shard_step(
@@ -157,6 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         augment=config.train.augment,
         learning_rate_fn=lr_schedule,
     )
+    predict = evaluate_lib.predict_function(model, mesh)
     writer = None
     if jax.process_index() == 0:
         from tensorboardX import SummaryWriter
@@ -203,12 +239,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         bar.update(1)
         last = step == num_steps
         if step % config.train.checkpoint_every == 0 or last:
-            ckpt.save(step, state, data.get_state(), force=last)
+            ckpt.save(step, state, data_checkpoint(data), force=last)
         if config.data.val_annotations and (
             (config.train.eval_every and step % config.train.eval_every == 0) or last
         ):
             metrics_eval = evaluate_lib.evaluate_state(
-                config, workdir, model, state, templates, mesh, split="val", step=step
+                config,
+                workdir,
+                model,
+                state,
+                templates,
+                mesh,
+                split="val",
+                step=step,
+                predict=predict,
             )
             history["eval"].append({"step": step, **metrics_eval})
             _write_scalars(
