@@ -243,8 +243,8 @@ def run(args: argparse.Namespace) -> dict:
         example = unmatched[0]
         print(
             f"pose2seg-predict: {len(unmatched)} detections match no image (first: entry "
-            f"{example.index}, image_id={example.image_id!r}, file_name={example.file_name!r}); "
-            "pass --annotations to map image ids to file names",
+            f"{example.index}, image_id={example.image_id!r}, file_name={example.file_name!r})"
+            + ("" if args.annotations else "; pass --annotations to map image ids to file names"),
             file=sys.stderr,
         )
     predictor = Predictor.from_checkpoint(
