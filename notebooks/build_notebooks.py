@@ -1,6 +1,6 @@
 """Writes notebooks/colab_tpu.ipynb and notebooks/convert_weights.ipynb (outputs cleared).
 
-    python notebooks/build_notebooks.py
+    python notebooks/build_notebooks.py [OUT_DIR]
 
 Edit the cells here, not in the .ipynb files, so the notebooks stay reproducible. Each notebook
 has one cell tagged ``parameters`` (papermill) whose values tests/test_notebooks.py shrinks.
@@ -16,6 +16,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _notebook(cells) -> nbformat.NotebookNode:
+    for i, cell in enumerate(cells):
+        cell["id"] = f"cell-{i:02d}"  # stable ids: rebuilding gives the same bytes
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {
         "name": "python3",
@@ -362,15 +364,15 @@ assert diff <= 1e-3 * max(1.0, scale), diff
     )
 
 
-def main() -> int:
+def main(out_dir: str = HERE) -> int:
     for name, build in (("colab_tpu.ipynb", colab_tpu), ("convert_weights.ipynb", convert_weights)):
         nb = build()
         nbformat.validate(nb)
-        path = os.path.join(HERE, name)
+        path = os.path.join(out_dir, name)
         nbformat.write(nb, path)
         print("wrote", path)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(*sys.argv[1:]))
