@@ -2,6 +2,8 @@
 its checkpoint by workdir, by step folder and as a PyTorch file made by pose2seg-convert."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -27,10 +29,12 @@ def read_eval(workdir):
     return metrics, results
 
 
-def test_one_step_then_eval_by_workdir_step_folder_and_pth(tmp_path_factory, tmp_path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One training step of the tiny config, without a val split."""
     data = helpers.synthetic_data(tmp_path_factory)
     env = helpers.subprocess_env(helpers.compile_cache(tmp_path_factory))
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("entry") / "run"
     helpers.run(
         [
             "train.py",
@@ -42,6 +46,11 @@ def test_one_step_then_eval_by_workdir_step_folder_and_pth(tmp_path_factory, tmp
         ],
         env,
     )
+    return data, env, run
+
+
+def test_one_step_then_eval_by_workdir_step_folder_and_pth(trained, tmp_path):
+    data, env, run = trained
     assert (run / "checkpoints" / "1" / "commit_success.txt").exists()
     assert not (run / "eval").exists()  # no val split configured: evaluation is skipped
 
@@ -74,3 +83,34 @@ def test_one_step_then_eval_by_workdir_step_folder_and_pth(tmp_path_factory, tmp
     metrics_pth, results_pth = read_eval(by_pth)
     assert metrics_pth == metrics
     assert len(results_pth) == len(results)
+
+
+def test_eval_on_two_processes_writes_what_one_process_does(trained, tmp_path):
+    """Each process feeds its shard of every eval batch; process 0 alone writes the files."""
+    data, env, run = trained
+    one = tmp_path / "one"
+    helpers.run(eval_args(data, one, f"--checkpoint={run}/checkpoints"), env)
+    port = helpers.free_port()
+    two = tmp_path / "two"
+    multi_env = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                *eval_args(data, two, f"--checkpoint={run}/checkpoints"),
+                f"--coordinator=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            cwd=helpers.REPO,
+            env=multi_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, text in zip(procs, outputs):
+        assert p.returncode == 0, text.replace("\r", "\n")[-4000:]
+    assert read_eval(two) == read_eval(one)

@@ -68,7 +68,8 @@ def predict_records(
         the same one to every evaluation of a run so that it compiles once.
 
     Yields:
-      (record, masks (n, H, W) bool) per image, in record order (process 0 only).
+      (record, masks (n, H, W) bool) per image, when its last row is done (process 0 only;
+      with several processes the images of a batch come in process order).
     """
     predict = predict or predict_function(model, mesh)
     per_process = eval_batch_size(config, mesh) // jax.process_count()
@@ -165,6 +166,9 @@ def evaluate_variables(
             overlays.append(visualization.overlay(image, masks, record.keypoints))
     metrics = {}
     if jax.process_index() == 0:
+        # The same file whatever the number of processes: results in record order.
+        position = {r.image_id: i for i, r in enumerate(records)}
+        results.sort(key=lambda r: (position[r["image_id"]], r["annotation_id"]))
         gt = COCO(annotation_file)
         metrics, text = coco_eval.evaluate_segm(
             gt, results, image_ids=[r.image_id for r in records]
@@ -197,7 +201,9 @@ def evaluate_state(
     )
 
 
-def load_variables(path: str, config: ml_collections.ConfigDict | None = None) -> dict:
+def load_variables(
+    path: str, config: ml_collections.ConfigDict | None = None, sharding=None
+) -> dict:
     """Variables from our checkpoint (workdir, checkpoints folder, step) or a PyTorch file.
 
     Args:
@@ -205,6 +211,7 @@ def load_variables(path: str, config: ml_collections.ConfigDict | None = None) -
         ``pose2seg-convert from-torch``, or a PyTorch ``.pth``/``.pkl``/``.pt`` state dict of the
         whole model (reference names).
       config: the config whose model sizes a PyTorch file is checked against (needed for one).
+      sharding: placement of the restored arrays (see ``checkpoint.restore_variables``).
     """
     if os.path.isfile(path):
         if config is None:
@@ -216,7 +223,7 @@ def load_variables(path: str, config: ml_collections.ConfigDict | None = None) -
 
     if os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
-    return checkpoint.restore_variables(path)
+    return checkpoint.restore_variables(path, sharding)
 
 
 def evaluate(
@@ -230,8 +237,8 @@ def evaluate(
     from pose2seg_jax.training.train import load_templates
 
     mesh = parallel.data_mesh()
-    variables = load_variables(checkpoint_path or workdir, config)
-    variables = {k: jax.tree.map(np.asarray, variables[k]) for k in ("params", "batch_stats")}
+    variables = load_variables(checkpoint_path or workdir, config, parallel.replicated(mesh))
+    variables = {k: variables[k] for k in ("params", "batch_stats")}
     model = state_lib.create_model(config)
     templates = load_templates(config)
     return evaluate_variables(

@@ -68,20 +68,34 @@ class Checkpointer:
         self.manager.close()
 
 
-def restore_variables(path: str) -> dict:
+def restore_variables(path: str, sharding: jax.sharding.Sharding | None = None) -> dict:
     """Reads ``{'params', 'batch_stats'}`` from a checkpoint written by training or conversion.
 
     Args:
       path: a workdir's ``checkpoints`` folder (latest step), one step folder, or an orbax
         folder written by ``pose2seg-convert from-torch``.
+      sharding: where to place every array (e.g. replicated over the data mesh). Needed with
+        several processes: without it orbax restores each array with its saved sharding, which
+        may name devices another process cannot address. None: the saved placement.
     """
     path = os.path.abspath(path)
     if os.path.isdir(os.path.join(path, "state")):
-        return _variables_of(ocp.StandardCheckpointer().restore(os.path.join(path, "state")))
+        return restore_variables(os.path.join(path, "state"), sharding)
     steps = [int(d) for d in os.listdir(path) if d.isdigit()] if os.path.isdir(path) else []
     if steps:
-        return restore_variables(os.path.join(path, str(max(steps))))
-    return _variables_of(ocp.StandardCheckpointer().restore(path))
+        return restore_variables(os.path.join(path, str(max(steps))), sharding)
+    checkpointer = ocp.StandardCheckpointer()
+    if sharding is None:
+        return _variables_of(checkpointer.restore(path))
+    metadata = checkpointer.metadata(path)
+    tree = getattr(metadata, "item_metadata", metadata)
+    tree = getattr(tree, "tree", tree)
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding),
+        dict(tree),
+        is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"),
+    )
+    return _variables_of(checkpointer.restore(path, target))
 
 
 def _variables_of(tree: dict) -> dict:
