@@ -1,8 +1,8 @@
 """The full Pose2Seg network: ResNet-FPN, the align stage, and the SegModule (REFERENCE.md 1-7).
 
     images (B, 512, 512, 3) --ResNet + FPN--> P1 (B, 128, 128, 256)
-    P1, keypoints, valid, templates --align_stage--> (B, P, 64, 64, 311)
-    --SegModule on (B*P, 64, 64, 311)--> logits (B, P, 64, 64, 2)
+    P1, keypoints, valid, templates --align_stage--> (B, P, 64, 64, 256) + (B, P, 64, 64, 55)
+    --SegModule on their channel concatenation (never materialised)--> (B, P, 64, 64, 2)
 
 Variables: ``backbone`` (ResNet), ``fpn`` and ``segnet`` (SegModule), named after the reference's
 state dict so ``pose2seg_jax.conversion.convert`` is a name map.
@@ -124,9 +124,10 @@ class Pose2Seg(nn.Module):
             mapping=self.mapping,
         )
         aux = dict(aux)
-        aux["aligned"] = aligned[..., : features.shape[-1]]
+        aux["aligned"] = aligned
         batch, people = valid.shape
-        flat = aligned.reshape(batch * people, *aligned.shape[2:])
+        groups = (aligned, aux["skeleton"]) if self.skeleton else (aligned,)
+        flat = tuple(g.reshape(batch * people, *g.shape[2:]) for g in groups)
         segnet = SegModule(
             num_units=self.seg_units,
             width=self.seg_width,
@@ -135,22 +136,26 @@ class Pose2Seg(nn.Module):
             **common,
         )
         chunk = self.seg_chunk
-        if train or self.is_initializing() or chunk <= 0 or chunk >= flat.shape[0]:
+        if train or self.is_initializing() or chunk <= 0 or chunk >= batch * people:
             logits = segnet(flat, train, mask=valid.reshape(-1))
         else:
             logits = _chunked_inference(segnet, flat, chunk)
         return logits.reshape(batch, people, *logits.shape[1:]), aux
 
 
-def _chunked_inference(segnet: SegModule, flat: jnp.ndarray, chunk: int) -> jnp.ndarray:
-    """Eval-mode SegModule over (N, ...) in ``lax.map`` chunks of ``chunk`` samples."""
-    count = flat.shape[0]
+def _chunked_inference(segnet: SegModule, flat: tuple[jnp.ndarray, ...], chunk: int) -> jnp.ndarray:
+    """Eval-mode SegModule over channel groups (N, ...) in ``lax.map`` chunks of ``chunk``."""
+    count = flat[0].shape[0]
     steps = -(-count // chunk)
-    padded = jnp.pad(flat, [(0, steps * chunk - count)] + [(0, 0)] * (flat.ndim - 1))
+
+    def split(x):
+        x = jnp.pad(x, [(0, steps * chunk - count)] + [(0, 0)] * (x.ndim - 1))
+        return x.reshape(steps, chunk, *x.shape[1:])
+
     variables = segnet.variables
     unbound = segnet.clone(parent=None, name=None)
-    run = lambda x: unbound.apply(variables, x, False)
-    out = jax.lax.map(run, padded.reshape(steps, chunk, *flat.shape[1:]))
+    run = lambda xs: unbound.apply(variables, xs, False)
+    out = jax.lax.map(run, tuple(split(x) for x in flat))
     return out.reshape(steps * chunk, *out.shape[2:])[:count]
 
 

@@ -4,10 +4,12 @@ Layer names mirror the reference: ``conv1``/``bn1``, ``layer1_{i}`` with ``conv1
 and ``downsample_0`` (conv) / ``downsample_1`` (BN) on block 0, ``decoder1_0``, ``pred_small``.
 """
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -141,6 +143,55 @@ class SegBottleneck(nn.Module):
         return nn.relu(y + shortcut)
 
 
+class GroupedInputConv(nn.Module):
+    """A convolution over the channel concatenation of several inputs, without concatenating.
+
+    conv(concat(x_1, ..., x_n), K) = sum_i conv(x_i, K_i) with K split along its input
+    channels. One kernel parameter (kh, kw, sum C_i, features) and one bias are declared, as a
+    single ``nn.Conv`` would (same names, same initialisation), so weights convert unchanged.
+    Skipping the concatenation of the 256 aligned channels with the 55 skeleton channels saves
+    writing and re-reading a (B*P, 64, 64, 311) array.
+
+    Attributes:
+        features: output channels.
+        kernel_size: (kh, kw).
+        strides: spatial stride.
+        padding: symmetric spatial padding.
+        dtype: computation dtype.
+        param_dtype: parameter dtype.
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: int = 1
+    padding: int = 0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray | Sequence[jnp.ndarray]) -> jnp.ndarray:
+        parts = [x] if isinstance(x, jnp.ndarray | np.ndarray) else list(x)
+        channels = [int(p.shape[-1]) for p in parts]
+        kernel = self.param(
+            "kernel", conv_init, (*self.kernel_size, sum(channels), self.features), self.param_dtype
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        kernel = kernel.astype(self.dtype)
+        pad = ((self.padding, self.padding), (self.padding, self.padding))
+        out, start = None, 0
+        for part, c in zip(parts, channels):
+            y = jax.lax.conv_general_dilated(
+                part.astype(self.dtype),
+                kernel[:, :, start : start + c],
+                window_strides=(self.strides, self.strides),
+                padding=pad,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+            out = y if out is None else out + y
+            start += c
+        return out + bias.astype(self.dtype)
+
+
 class SegModule(nn.Module):
     """7x7/2 conv -> ``num_units`` bottlenecks (1024) -> x2 upsample -> decoder (512) -> 1x1 to 2.
 
@@ -163,13 +214,18 @@ class SegModule(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jnp.ndarray, train: bool = False, mask: jnp.ndarray | None = None
+        self,
+        x: jnp.ndarray | Sequence[jnp.ndarray],
+        train: bool = False,
+        mask: jnp.ndarray | None = None,
     ) -> jnp.ndarray:
         """Segments aligned people.
 
         Args:
             x: (N, 64, 64, 311) aligned features with skeleton maps (any even size and
-                channel count).
+                channel count), or the channel groups whose concatenation that is, e.g.
+                ((N, 64, 64, 256) features, (N, 64, 64, 55) skeleton maps): the first conv
+                then never materialises the concatenation.
             train: BatchNorm uses batch statistics (and updates ``batch_stats``) when True.
             mask: optional (N,) bool; when given and training, only these samples enter the
                 BatchNorm batch statistics (padded people are excluded). If no sample is
@@ -183,12 +239,11 @@ class SegModule(nn.Module):
             mask = jnp.asarray(mask, bool)
             mask = mask | ~jnp.any(mask)
             bn_mask = mask[:, None, None, None]
-        x = nn.Conv(
+        x = GroupedInputConv(
             self.width,
             (7, 7),
             strides=2,
-            padding=((3, 3), (3, 3)),
-            kernel_init=conv_init,
+            padding=3,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="conv1",

@@ -1,0 +1,192 @@
+r"""Benchmark of the align stage (issue 2): jitted JAX against the reference's per-person stage.
+
+The stage: fit every person against all templates, sample a 256-channel 128x128 feature map
+into 64x64 per person (Affine-Align), and draw the 55 skeleton channels; 32 people in 4 images.
+
+Baseline, measured in the same run: the reference's way, one person at a time: NumPy template
+fitting (least squares per template, tests/ops/reference_fit.py), NumPy skeleton drawing (one
+vectorised map per joint and limb) and PyTorch's ``grid_sample`` on a copy of the person's
+feature map (what the reference does).
+
+Memory bound: the sampling must read the feature map and write the aligned features; its
+achieved bandwidth is compared with a large NumPy copy of the same number of bytes measured in
+the same run. Large fresh buffers cost a page fault per 4 KB page on this machine; the run is
+repeated with transparent huge pages for malloc (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``),
+which must be set before the process starts.
+
+  .venv/bin/python benchmarks/bench_align.py            # both memory settings
+  .venv/bin/python benchmarks/bench_align.py --single   # this process's setting only
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+B, P, C, F, A = 4, 8, 256, 128, 64
+
+
+def median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def make_inputs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((B, F, F, C)).astype(np.float32)
+    keypoints = np.zeros((B, P, 17, 3), np.float32)
+    for b in range(B):
+        for p in range(P):
+            centre = rng.uniform(100, 412, 2)
+            height = rng.uniform(80, 400)
+            keypoints[b, p, :, :2] = centre + rng.normal(0, height / 4, (17, 2))
+            keypoints[b, p, :, 2] = rng.choice([0, 1, 2], 17, p=[0.15, 0.25, 0.6])
+    return features, keypoints
+
+
+def numpy_skeleton(points: np.ndarray, size: int = A, sigma: float = 3.0) -> np.ndarray:
+    """The reference's drawing: one vectorised NumPy map per joint and per limb."""
+    from pose2seg_jax.ops.keypoints import LIMBS
+
+    maps = np.zeros((size, size, 55), np.float32)
+    ys, xs = np.mgrid[0:size, 0:size]
+    for k, (x, y, v) in enumerate(points):
+        if v > 0:
+            d = ((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2)
+            maps[..., k] = np.where(d < 4.6025, np.exp(-d), 0) * (-1 if v == 1 else 1)
+    for limb, (a, b) in enumerate(LIMBS):
+        (xa, ya, va), (xb, yb, vb) = points[a], points[b]
+        if va <= 0 or vb <= 0 or (xa == xb and ya == yb):
+            continue
+        n = np.hypot(xb - xa, yb - ya)
+        ux, uy = (xb - xa) / n, (yb - ya) / n
+        x0, x1 = max(round(min(xa, xb) - 1), 0), min(round(max(xa, xb) + 1), size)
+        y0, y1 = max(round(min(ya, yb) - 1), 0), min(round(max(ya, yb) + 1), size)
+        box = np.zeros((size, size), bool)
+        box[y0:y1, x0:x1] = True
+        on = box & (np.abs((xs - xa) * uy - (ys - ya) * ux) < 1)
+        maps[..., 17 + 2 * limb][on] = ux
+        maps[..., 18 + 2 * limb][on] = uy
+    return maps
+
+
+def reference_stage(features_nchw, keypoints, templates):
+    """The per-person stage of the reference: NumPy fit + NumPy skeleton + grid_sample."""
+    import torch
+
+    from pose2seg_jax.conversion.torch_model import align_features
+    from pose2seg_jax.ops.warps import scale_matrix, transform_keypoints
+    from tests.ops.reference_fit import ref_select_matrix
+
+    m2 = scale_matrix(0.25)
+    out = []
+    for b in range(B):
+        for p in range(P):
+            points = np.asarray(transform_keypoints(keypoints[b, p], m2))
+            matrix = ref_select_matrix(points, templates)[0]
+            person_map = features_nchw[b : b + 1].clone()  # the reference copies it per person
+            aligned = align_features(person_map, torch.from_numpy(matrix[None, None]).float(), A)
+            align_points = np.asarray(transform_keypoints(points, matrix))
+            out.append((aligned, numpy_skeleton(align_points)))
+    return out
+
+
+def run_single() -> dict:
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from pose2seg_jax.ops import align, stage
+    from pose2seg_jax.ops import templates as templates_lib
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    features, keypoints = make_inputs()
+    templates = templates_lib.load_templates()
+    valid = np.ones((B, P), bool)
+    f, k, v, t = map(jnp.asarray, (features, keypoints, valid, templates))
+
+    stage_fn = jax.jit(
+        lambda f, k, v, t: stage.align_stage(f, k, v, t, align_size=A, feature_stride=4)
+    )
+    matrices = stage_fn(f, k, v, t)[-1]["feature_to_align"]
+    sample_fn = jax.jit(lambda f, m: align.align_people(f, m, align_size=A))
+
+    def run_stage():
+        jax.block_until_ready(stage_fn(f, k, v, t))
+
+    def run_sample():
+        jax.block_until_ready(sample_fn(f, matrices))
+
+    stage_s = median_time(run_stage, 15)
+    sample_s = median_time(run_sample, 15)
+
+    features_nchw = torch.from_numpy(np.ascontiguousarray(features.transpose(0, 3, 1, 2)))
+    ref_s = median_time(lambda: reference_stage(features_nchw, keypoints, templates), 3, 1)
+
+    sample_bytes = features.nbytes + B * P * A * A * C * 4
+    src = np.random.default_rng(1).standard_normal(sample_bytes // 8).astype(np.float32)
+    dst = np.empty_like(src)
+    copy_s = median_time(lambda: np.copyto(dst, src), 15)
+    copy_bw = 2 * src.nbytes / copy_s
+    sample_bw = sample_bytes / sample_s
+    people = B * P
+    return {
+        "people": people,
+        "jax_stage_ms": stage_s * 1e3,
+        "jax_stage_ms_per_person": stage_s * 1e3 / people,
+        "reference_stage_ms_per_person": ref_s * 1e3 / people,
+        "speedup_per_person": ref_s / stage_s,
+        "sampling_ms": sample_s * 1e3,
+        "sampling_bytes_MB": sample_bytes / 1e6,
+        "sampling_GBps": sample_bw / 1e9,
+        "numpy_copy_GBps": copy_bw / 1e9,
+        "sampling_fraction_of_copy": sample_bw / copy_bw,
+        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", ""),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--single", action="store_true", help="measure this process only")
+    args = parser.parse_args()
+    if args.single:
+        print(json.dumps(run_single()))
+        return
+    results = []
+    for tunables in ("", "glibc.malloc.hugetlb=1"):
+        env = dict(os.environ, GLIBC_TUNABLES=tunables)
+        out = subprocess.run(
+            [sys.executable, __file__, "--single"], env=env, capture_output=True, text=True
+        )
+        if out.returncode:
+            sys.exit(out.stderr)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    for r in results:
+        print(
+            f"[GLIBC_TUNABLES={r['GLIBC_TUNABLES'] or '(unset)'}] stage {r['jax_stage_ms']:.1f} ms "
+            f"for {r['people']} people = {r['jax_stage_ms_per_person']:.2f} ms/person; "
+            f"reference {r['reference_stage_ms_per_person']:.2f} ms/person; "
+            f"speed-up {r['speedup_per_person']:.1f}x; sampling {r['sampling_ms']:.1f} ms for "
+            f"{r['sampling_bytes_MB']:.0f} MB = {r['sampling_GBps']:.1f} GB/s, "
+            f"{100 * r['sampling_fraction_of_copy']:.0f}% of a NumPy copy "
+            f"({r['numpy_copy_GBps']:.1f} GB/s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
