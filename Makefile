@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
+# Transparent huge pages for malloc: XLA's CPU backend allocates large fresh buffers each step,
+# and a page fault per 4 KB page halved the align stage's speed (benchmarks/RESULTS.md).
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: demo test lint format bench clean
 

@@ -16,11 +16,11 @@ def get_config():
     """Returns the synthetic-data configuration."""
     config = default.get_config()
     config.model.backbone_depth = 18
-    config.model.backbone_width = 32
-    config.model.fpn_features = 64
+    config.model.backbone_width = 16
+    config.model.fpn_features = 32
     config.model.seg_units = 2
-    config.model.seg_width = 32
-    config.model.align_size = 32
+    config.model.seg_width = 16
+    config.model.align_size = 64
 
     config.data.kind = "synthetic"
     config.data.root = "data/synthetic"
@@ -32,16 +32,17 @@ def get_config():
     config.data.synthetic_train_images = 1500
     config.data.synthetic_val_images = 150
     config.data.input_size = 256
-    config.data.max_people = 5
+    config.data.max_people = 4
     config.data.eval_max_people = 5
 
-    config.train.batch_size = 8
+    config.train.batch_size = 4
     config.train.learning_rate = 1e-3
     config.train.warmup_steps = 50
-    config.train.num_steps = 1200
-    config.train.decay_steps = (900, 1100)
-    config.train.log_every = 20
-    config.train.checkpoint_every = 200
+    config.train.num_steps = 1000
+    config.train.decay_steps = (800, 950)
+    config.train.eval_every = 250
+    config.train.log_every = 25
+    config.train.checkpoint_every = 250
     config.train.keep_checkpoints = 2
 
     config.eval.batch_size = 8
