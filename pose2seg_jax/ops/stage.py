@@ -123,7 +123,7 @@ def align_stage(
         "template_index": template_index,
     }
     if use_skeleton:
-        points_align = jax.vmap(jax.vmap(warps.transform_keypoints))(points, matrices)
+        points_align = warps.transform_keypoints(points, matrices)
         skeleton_maps = skeleton.skeleton_people(points_align, size=align_size)
         aux["skeleton"] = skeleton_maps.astype(aligned.dtype)
     return aligned, aux

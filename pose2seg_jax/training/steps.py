@@ -75,18 +75,17 @@ def train_step(
         targets = mask_targets(batch["masks"], aux["input_to_align"], align_size)
         loss_sum, count = segmentation_loss_sum(logits, targets, valid)
         total = jnp.maximum(_psum(jax.lax.stop_gradient(count), axis_name), 1.0)
-        return loss_sum / total, (updates["batch_stats"], loss_sum, count)
+        return loss_sum / total, (updates["batch_stats"], loss_sum, total)
 
     params = state.params
     if axis_name:
         # Mark the replicated parameters as varying over the axis: otherwise shard_map's
         # check_vma sums their gradients implicitly and the psum below doubles it (ECOSYSTEM.md 1).
         params = jax.tree.map(lambda p: jax.lax.pcast(p, axis_name, to="varying"), params)
-    grads, (batch_stats, loss_sum, count) = jax.grad(loss_fn, has_aux=True)(params)
+    grads, (batch_stats, loss_sum, total) = jax.grad(loss_fn, has_aux=True)(params)
     if axis_name:
         grads = jax.lax.psum(grads, axis_name)
         batch_stats = jax.lax.pmean(batch_stats, axis_name)
-    total = jnp.maximum(_psum(count, axis_name), 1.0)
     metrics = {
         "loss": _psum(loss_sum, axis_name) / total,
         "people": _psum(jnp.sum(valid).astype(jnp.float32), axis_name),
