@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pose2seg_jax.models.layers import PointwiseConv
+
 
 def upsample_to(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
     """Bilinear resize with half-pixel centres (PyTorch's ``align_corners=False``).
@@ -57,7 +59,11 @@ class FPN(nn.Module):
             P1: (N, H1, W1, features), the stride-4 level.
         """
 
-        def conv(kernel: int, name: str) -> nn.Conv:
+        def conv(kernel: int, name: str) -> nn.Module:
+            if kernel == 1:
+                return PointwiseConv(
+                    self.features, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+                )
             pad = (kernel - 1) // 2
             return nn.Conv(
                 self.features,

@@ -12,6 +12,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pose2seg_jax.models.layers import PointwiseConv
+
 # Blocks per stage for each supported depth.
 STAGE_SIZES: dict[int, tuple[int, int, int, int]] = {
     18: (2, 2, 2, 2),
@@ -78,19 +80,24 @@ class Bottleneck(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
+        pointwise = partial(
+            PointwiseConv,
+            use_bias=False,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
         norm = partial(_batch_norm, train, self.bn_axis_name, self.dtype, self.param_dtype)
         s1, s2 = (1, self.stride) if self.stride_on_3x3 else (self.stride, 1)
-        y = conv(self.width, (1, 1), strides=s1, padding="VALID", name="conv1")(x)
+        y = pointwise(self.width, strides=s1, name="conv1")(x)
         y = nn.relu(norm("bn1")(y))
         y = conv(self.width, (3, 3), strides=s2, padding=((1, 1), (1, 1)), name="conv2")(y)
         y = nn.relu(norm("bn2")(y))
-        y = conv(4 * self.width, (1, 1), padding="VALID", name="conv3")(y)
+        y = pointwise(4 * self.width, name="conv3")(y)
         y = norm("bn3")(y)
         shortcut = x
         if self.projection:
-            shortcut = conv(
-                4 * self.width, (1, 1), strides=self.stride, padding="VALID", name="conv4"
-            )(x)
+            shortcut = pointwise(4 * self.width, strides=self.stride, name="conv4")(x)
             shortcut = norm("bn4")(shortcut)
         return nn.relu(y + shortcut)
 
@@ -123,9 +130,15 @@ class BasicBlock(nn.Module):
         y = norm("bn2")(y)
         shortcut = x
         if self.projection:
-            shortcut = conv(self.width, (1, 1), strides=self.stride, padding="VALID", name="conv4")(
-                x
-            )
+            shortcut = PointwiseConv(
+                self.width,
+                strides=self.stride,
+                use_bias=False,
+                kernel_init=conv_init,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="conv4",
+            )(x)
             shortcut = norm("bn4")(shortcut)
         return nn.relu(y + shortcut)
 

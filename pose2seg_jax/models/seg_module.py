@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pose2seg_jax.models.layers import PointwiseConv
 from pose2seg_jax.models.resnet import conv_init
 
 
@@ -124,19 +125,24 @@ class SegBottleneck(nn.Module):
             )
             return bn(y, mask=mask)
 
+        pointwise = partial(
+            PointwiseConv,
+            use_bias=True,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
         if self.upsample and self.stride != 1:
             raise ValueError("SegBottleneck: upsample=True needs stride 1")
         up = upsample_align_corners if self.upsample else (lambda t: t)
-        y = up(conv(self.width, (1, 1), padding="VALID", name="conv1")(x))
+        y = up(pointwise(self.width, name="conv1")(x))
         y = nn.relu(norm(y, "bn1"))
         y = conv(self.width, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)), name="conv2")(y)
         y = nn.relu(norm(y, "bn2"))
-        y = conv(4 * self.width, (1, 1), padding="VALID", name="conv3")(y)
+        y = pointwise(4 * self.width, name="conv3")(y)
         y = norm(y, "bn3")
         if self.projection:
-            shortcut = conv(
-                4 * self.width, (1, 1), strides=self.stride, padding="VALID", name="downsample_0"
-            )(x)
+            shortcut = pointwise(4 * self.width, strides=self.stride, name="downsample_0")(x)
             shortcut = norm(up(shortcut), "downsample_1")
         else:
             shortcut = up(x)
@@ -269,10 +275,8 @@ class SegModule(nn.Module):
         x = SegBottleneck(
             self.width // 2, projection=True, upsample=True, name="decoder1_0", **common
         )(x, train, bn_mask)
-        return nn.Conv(
+        return PointwiseConv(
             self.num_classes,
-            (1, 1),
-            padding="VALID",
             kernel_init=conv_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
