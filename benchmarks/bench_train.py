@@ -74,14 +74,7 @@ VARIANTS: dict[str, dict] = {
     "remat": {"remat": True},
     "bf16": {"dtype": "bfloat16"},
     "onednn_bf16": {"xla": "--xla_cpu_use_onednn=true", "dtype": "bfloat16"},
-    "dot1x1": {"dot_1x1": True},
     "tapgrad": {"tap_weight_grad": True},
-    "onednn_dot1x1": {"xla": "--xla_cpu_use_onednn=true", "dot_1x1": True},
-    "onednn_dot1x1_hugetlb": {
-        "xla": "--xla_cpu_use_onednn=true",
-        "dot_1x1": True,
-        "glibc": "glibc.malloc.hugetlb=1",
-    },
     "torch_hugetlb": {"side": "torch", "glibc": "glibc.malloc.hugetlb=1"},
 }
 
@@ -151,16 +144,16 @@ def _config(args, dtype: str = "float32"):
     return cfg
 
 
-def patch_convolutions(dot_1x1: bool, tap_weight_grad: bool) -> None:
+def patch_convolutions(tap_weight_grad: bool) -> None:
     """Replaces ``jax.lax.conv_general_dilated`` (which flax's ``nn.Conv`` and the SegModule call)
     with the same function computed another way, for the variants that test it.
 
-    - ``dot_1x1``: 1x1 convolutions as a (strided) slice and a ``dot_general``, so that their
-      input and weight gradients are dots as well (XLA otherwise computes a 1x1 conv's weight
-      gradient as a convolution whose window is the whole feature map).
-    - ``tap_weight_grad``: larger convolutions keep XLA's forward and input gradient, and get a
-      custom weight gradient: one ``dot_general`` per kernel tap over the strided slice of the
-      padded input that tap reads (no patch matrix is materialised).
+    - ``tap_weight_grad``: convolutions larger than 1x1 keep XLA's forward and input gradient,
+      and get a custom weight gradient: one ``dot_general`` per kernel tap over the strided
+      slice of the padded input that tap reads (no patch matrix is materialised).
+
+    (1x1 convolutions are ``dot_general`` in the models themselves: ``models/layers.py``. An
+    earlier ``dot_1x1`` variant of this patch measured that change before it was made.)
 
     Only NHWC/HWIO convolutions without dilation or groups are rewritten; others pass through.
     """
@@ -224,10 +217,6 @@ def patch_convolutions(dot_1x1: bool, tap_weight_grad: bool) -> None:
             return original(lhs, rhs, window_strides, padding, **kw)
         pads = pads_of(lhs, rhs, strides, padding)
         precision = kw.get("precision")
-        if rhs.shape[:2] == (1, 1) and dot_1x1:
-            x = jnp.pad(lhs, [(0, 0), pads[0], pads[1], (0, 0)]) if any(map(any, pads)) else lhs
-            x = x[:, :: strides[0], :: strides[1]]
-            return jnp.einsum("nhwc,cd->nhwd", x, rhs[0, 0], precision=precision)
         if rhs.shape[:2] != (1, 1) and tap_weight_grad:
             return tap_conv(lhs, rhs, strides, pads, precision)
         return original(lhs, rhs, window_strides, padding, **kw)
@@ -245,8 +234,8 @@ def run_jax(args, variant: dict) -> dict:
     from pose2seg_jax.training import parallel, schedule, state, steps
 
     base_rss = _rss_mib()
-    if variant.get("dot_1x1") or variant.get("tap_weight_grad"):
-        patch_convolutions(bool(variant.get("dot_1x1")), bool(variant.get("tap_weight_grad")))
+    if variant.get("tap_weight_grad"):
+        patch_convolutions(True)
     cfg = _config(args, variant.get("dtype", "float32"))
     templates = jnp.asarray(load_templates())
     model = state.create_model(cfg)
@@ -540,7 +529,6 @@ def main() -> None:
         parts += [f"dtype {v['dtype']}"] if v.get("dtype") else []
         parts += ["jax.checkpoint on the model"] if v.get("remat") else []
         parts += ["state not donated"] if v.get("donate") is False else []
-        parts += ["1x1 convs as dots"] if v.get("dot_1x1") else []
         parts += ["per-tap dot weight gradients"] if v.get("tap_weight_grad") else []
         return ", ".join(parts) or "-"
 
