@@ -122,6 +122,13 @@ def restore_data(data, saved: dict) -> None:
     data.set_state(states[jax.process_index()])
 
 
+def _close_iterator(data) -> None:
+    """Stops grain's worker processes and frees their shared-memory batches (when it can)."""
+    close = getattr(data, "close", None)
+    if close is not None:
+        close()
+
+
 def _write_scalars(writer, step, scalars):
     if writer is None:
         return
@@ -209,19 +216,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics_eval: dict = {}
     bar = tqdm(total=num_steps, initial=start, desc="train", disable=jax.process_index() != 0)
     window_start, window_images = time.perf_counter(), 0
-    for step in range(start + 1, num_steps + 1):
-        batch = parallel.global_batch(mesh, next(data))
-        state, metrics = train_step(state, batch, templates)
-        window_images += config.train.batch_size
+
+    def checked_loss(step: int, metrics: dict) -> float:
         loss = float(metrics["loss"])
         if not np.isfinite(loss):
             ckpt.close()
+            _close_iterator(data)
             raise NonFiniteLossError(
                 f"loss is {loss} at step {step}; stopped. The last good checkpoint is step "
                 f"{ckpt.latest_step()} in {ckpt.directory}. Lower --config.train.learning_rate "
                 "or check the data (keypoints, masks) of this step."
             )
-        if step % config.train.log_every == 0 or step == num_steps:
+        return loss
+
+    for step in range(start + 1, num_steps + 1):
+        batch = parallel.global_batch(mesh, next(data))
+        state, metrics = train_step(state, batch, templates)
+        window_images += config.train.batch_size
+        loss = checked_loss(step, metrics)
+        last = step == num_steps
+        log_now = step % config.train.log_every == 0 or last
+        save_now = step % config.train.checkpoint_every == 0 or last
+        evaluate_now = bool(config.data.val_annotations) and (
+            bool(config.train.eval_every and step % config.train.eval_every == 0) or last
+        )
+        if log_now:
             elapsed = time.perf_counter() - window_start
             scalars = {
                 "train/loss": loss,
@@ -237,12 +256,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             )
             window_start, window_images = time.perf_counter(), 0
         bar.update(1)
-        last = step == num_steps
-        if step % config.train.checkpoint_every == 0 or last:
+        if save_now:
             ckpt.save(step, state, data_checkpoint(data), force=last)
-        if config.data.val_annotations and (
-            (config.train.eval_every and step % config.train.eval_every == 0) or last
-        ):
+        if evaluate_now:
             metrics_eval = evaluate_lib.evaluate_state(
                 config,
                 workdir,
@@ -263,6 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 json.dump(history, f)
     bar.close()
     ckpt.close()
+    _close_iterator(data)
     if jax.process_index() == 0:
         from pose2seg_jax.visualization import plot_curves
 
