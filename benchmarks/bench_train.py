@@ -144,13 +144,13 @@ def _config(args, dtype: str = "float32"):
     return cfg
 
 
-def patch_convolutions(tap_weight_grad: bool) -> None:
+def patch_convolutions() -> None:
     """Replaces ``jax.lax.conv_general_dilated`` (which flax's ``nn.Conv`` and the SegModule call)
-    with the same function computed another way, for the variants that test it.
+    with the same function computed another way, for variant ``tapgrad``.
 
-    - ``tap_weight_grad``: convolutions larger than 1x1 keep XLA's forward and input gradient,
-      and get a custom weight gradient: one ``dot_general`` per kernel tap over the strided
-      slice of the padded input that tap reads (no patch matrix is materialised).
+    Convolutions larger than 1x1 keep XLA's forward and input gradient, and get a custom
+    weight gradient: one ``dot_general`` per kernel tap over the strided slice of the padded
+    input that tap reads (no patch matrix is materialised).
 
     (1x1 convolutions are ``dot_general`` in the models themselves: ``models/layers.py``. An
     earlier ``dot_1x1`` variant of this patch measured that change before it was made.)
@@ -217,7 +217,7 @@ def patch_convolutions(tap_weight_grad: bool) -> None:
             return original(lhs, rhs, window_strides, padding, **kw)
         pads = pads_of(lhs, rhs, strides, padding)
         precision = kw.get("precision")
-        if rhs.shape[:2] != (1, 1) and tap_weight_grad:
+        if rhs.shape[:2] != (1, 1):
             return tap_conv(lhs, rhs, strides, pads, precision)
         return original(lhs, rhs, window_strides, padding, **kw)
 
@@ -235,7 +235,7 @@ def run_jax(args, variant: dict) -> dict:
 
     base_rss = _rss_mib()
     if variant.get("tap_weight_grad"):
-        patch_convolutions(True)
+        patch_convolutions()
     cfg = _config(args, variant.get("dtype", "float32"))
     templates = jnp.asarray(load_templates())
     model = state.create_model(cfg)

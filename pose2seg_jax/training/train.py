@@ -216,8 +216,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics_eval: dict = {}
     bar = tqdm(total=num_steps, initial=start, desc="train", disable=jax.process_index() != 0)
     window_start, window_images = time.perf_counter(), 0
-
-    def checked_loss(step: int, metrics: dict) -> float:
+    for step in range(start + 1, num_steps + 1):
+        batch = parallel.global_batch(mesh, next(data))
+        state, metrics = train_step(state, batch, templates)
+        window_images += config.train.batch_size
         loss = float(metrics["loss"])
         if not np.isfinite(loss):
             ckpt.close()
@@ -227,20 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 f"{ckpt.latest_step()} in {ckpt.directory}. Lower --config.train.learning_rate "
                 "or check the data (keypoints, masks) of this step."
             )
-        return loss
-
-    for step in range(start + 1, num_steps + 1):
-        batch = parallel.global_batch(mesh, next(data))
-        state, metrics = train_step(state, batch, templates)
-        window_images += config.train.batch_size
-        loss = checked_loss(step, metrics)
-        last = step == num_steps
-        log_now = step % config.train.log_every == 0 or last
-        save_now = step % config.train.checkpoint_every == 0 or last
-        evaluate_now = bool(config.data.val_annotations) and (
-            bool(config.train.eval_every and step % config.train.eval_every == 0) or last
-        )
-        if log_now:
+        if step % config.train.log_every == 0 or step == num_steps:
             elapsed = time.perf_counter() - window_start
             scalars = {
                 "train/loss": loss,
@@ -256,9 +245,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             )
             window_start, window_images = time.perf_counter(), 0
         bar.update(1)
-        if save_now:
+        last = step == num_steps
+        if step % config.train.checkpoint_every == 0 or last:
             ckpt.save(step, state, data_checkpoint(data), force=last)
-        if evaluate_now:
+        if config.data.val_annotations and (
+            (config.train.eval_every and step % config.train.eval_every == 0) or last
+        ):
             metrics_eval = evaluate_lib.evaluate_state(
                 config,
                 workdir,
