@@ -1,12 +1,20 @@
-"""Layers shared by the networks: a 1x1 convolution computed as a matrix product.
+"""Layers shared by the networks, written for the memory and speed of XLA's CPU training step.
 
-Why not ``nn.Conv`` for 1x1 kernels: XLA's CPU backend computes the weight gradient of a 1x1
-convolution as a convolution whose window is the whole feature map (seen in the optimised HLO),
-which ran 1.65x slower forward + backward than the same layer written as a ``dot_general``
-(benchmarks/RESULTS.md, bench_train). The dot form is the same function with the same
-parameters (``kernel`` of shape (1, 1, C_in, C_out) and ``bias``, initialised as ``nn.Conv``
-would), so checkpoints and the PyTorch conversion do not see the difference; on GPU and TPU
-both forms lower to the same matrix units.
+- ``PointwiseConv``: a 1x1 convolution as a matrix product. XLA's CPU backend computes the
+  weight gradient of a 1x1 convolution as a convolution whose window is the whole feature map
+  (seen in the optimised HLO), which ran 1.65x slower forward + backward than the same layer
+  written as a ``dot_general`` (benchmarks/RESULTS.md, bench_train). Same parameters
+  (``kernel`` of shape (1, 1, C_in, C_out) and ``bias``, initialised as ``nn.Conv`` would), so
+  checkpoints and the PyTorch conversion do not see the difference; on GPU and TPU both forms
+  lower to the same matrix units.
+- ``BatchNorm``: flax's BatchNorm function and variables, with the residual add and ReLU that
+  follow it fused in, a backward pass that keeps only the input and the output
+  (``affine_normalize``), and the preceding conv's bias absorbed (``shift``).
+- ``conv_chunked_input_grad``: a convolution whose input gradient runs a few samples at a time.
+
+The last two exist for memory: together they took the paper-size training step's XLA
+temporaries from 11.6 to 8.5 GiB and its peak resident memory from 15.3 to about 11 GiB
+(benchmarks/RESULTS.md).
 """
 
 from functools import partial
