@@ -260,7 +260,8 @@ def run_jax(args, variant: dict) -> dict:
     )
     batch = parallel.global_batch(mesh, make_batch(args.size, args.batch, args.people))
     start = time.perf_counter()
-    compiled = step.lower(train_state, batch, templates).compile()
+    # As train.py: compiled ahead, then the compiler's freed heap handed back to the OS.
+    compiled = parallel.compile_ahead(step, train_state, batch, templates)
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost

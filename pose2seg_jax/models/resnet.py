@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pose2seg_jax.models.layers import PointwiseConv
+from pose2seg_jax.models.layers import BatchNorm, PointwiseConv
 
 # Blocks per stage for each supported depth.
 STAGE_SIZES: dict[int, tuple[int, int, int, int]] = {
@@ -45,7 +45,7 @@ def stage_channels(depth: int, width: int = 64) -> tuple[int, int, int, int]:
 
 
 def _batch_norm(train: bool, axis_name: str | None, dtype: Any, param_dtype: Any, name: str):
-    return nn.BatchNorm(
+    return BatchNorm(
         use_running_average=not train,
         momentum=0.9,
         epsilon=1e-5,
@@ -90,16 +90,15 @@ class Bottleneck(nn.Module):
         norm = partial(_batch_norm, train, self.bn_axis_name, self.dtype, self.param_dtype)
         s1, s2 = (1, self.stride) if self.stride_on_3x3 else (self.stride, 1)
         y = pointwise(self.width, strides=s1, name="conv1")(x)
-        y = nn.relu(norm("bn1")(y))
+        y = norm("bn1")(y, relu=True)
         y = conv(self.width, (3, 3), strides=s2, padding=((1, 1), (1, 1)), name="conv2")(y)
-        y = nn.relu(norm("bn2")(y))
+        y = norm("bn2")(y, relu=True)
         y = pointwise(4 * self.width, name="conv3")(y)
-        y = norm("bn3")(y)
         shortcut = x
         if self.projection:
             shortcut = pointwise(4 * self.width, strides=self.stride, name="conv4")(x)
             shortcut = norm("bn4")(shortcut)
-        return nn.relu(y + shortcut)
+        return norm("bn3")(y, add=shortcut, relu=True)
 
 
 class BasicBlock(nn.Module):
@@ -125,9 +124,8 @@ class BasicBlock(nn.Module):
         norm = partial(_batch_norm, train, self.bn_axis_name, self.dtype, self.param_dtype)
         pad = ((1, 1), (1, 1))
         y = conv(self.width, (3, 3), strides=self.stride, padding=pad, name="conv1")(x)
-        y = nn.relu(norm("bn1")(y))
+        y = norm("bn1")(y, relu=True)
         y = conv(self.width, (3, 3), padding=pad, name="conv2")(y)
-        y = norm("bn2")(y)
         shortcut = x
         if self.projection:
             shortcut = PointwiseConv(
@@ -140,7 +138,7 @@ class BasicBlock(nn.Module):
                 name="conv4",
             )(x)
             shortcut = norm("bn4")(shortcut)
-        return nn.relu(y + shortcut)
+        return norm("bn2")(y, add=shortcut, relu=True)
 
 
 class ResNet(nn.Module):
@@ -194,8 +192,7 @@ class ResNet(nn.Module):
             param_dtype=self.param_dtype,
             name="conv1",
         )(x)
-        x = _batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype, "bn1")(x)
-        x = nn.relu(x)
+        x = _batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype, "bn1")(x, relu=True)
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         bottleneck = is_bottleneck(self.depth)
         in_channels = self.width

@@ -9,11 +9,15 @@ from functools import partial
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pose2seg_jax.models.layers import PointwiseConv
+from pose2seg_jax.models.layers import (
+    BatchNorm,
+    PointwiseConv,
+    add_or_split_bias,
+    conv_chunked_input_grad,
+)
 from pose2seg_jax.models.resnet import conv_init
 
 
@@ -105,16 +109,9 @@ class SegBottleneck(nn.Module):
 
         Returns: (N, H/stride, W/stride, 4 * width).
         """
-        conv = partial(
-            nn.Conv,
-            use_bias=True,
-            kernel_init=conv_init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
 
-        def norm(y: jnp.ndarray, name: str) -> jnp.ndarray:
-            bn = nn.BatchNorm(
+        def norm(y: jnp.ndarray, name: str, **kw) -> jnp.ndarray:
+            bn = BatchNorm(
                 use_running_average=not train,
                 momentum=0.9,
                 epsilon=1e-5,
@@ -123,7 +120,7 @@ class SegBottleneck(nn.Module):
                 param_dtype=self.param_dtype,
                 name=name,
             )
-            return bn(y, mask=mask)
+            return bn(y, mask=mask, **kw)
 
         pointwise = partial(
             PointwiseConv,
@@ -135,18 +132,29 @@ class SegBottleneck(nn.Module):
         if self.upsample and self.stride != 1:
             raise ValueError("SegBottleneck: upsample=True needs stride 1")
         up = upsample_align_corners if self.upsample else (lambda t: t)
-        y = up(pointwise(self.width, name="conv1")(x))
-        y = nn.relu(norm(y, "bn1"))
-        y = conv(self.width, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)), name="conv2")(y)
-        y = nn.relu(norm(y, "bn2"))
-        y = pointwise(4 * self.width, name="conv3")(y)
-        y = norm(y, "bn3")
+        # Every conv here feeds a BatchNorm, which absorbs its bias (``shift``); the x2
+        # upsampling commutes with adding a per-channel constant.
+        y, b = pointwise(self.width, name="conv1")(x, split_bias=True)
+        y = norm(up(y), "bn1", relu=True, shift=b)
+        y, b = GroupedInputConv(
+            self.width,
+            (3, 3),
+            strides=self.stride,
+            padding=1,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv2",
+        )(y, split_bias=True)
+        y = norm(y, "bn2", relu=True, shift=b)
+        y, b3 = pointwise(4 * self.width, name="conv3")(y, split_bias=True)
         if self.projection:
-            shortcut = pointwise(4 * self.width, strides=self.stride, name="downsample_0")(x)
-            shortcut = norm(up(shortcut), "downsample_1")
+            shortcut, b = pointwise(4 * self.width, strides=self.stride, name="downsample_0")(
+                x, split_bias=True
+            )
+            shortcut = norm(up(shortcut), "downsample_1", shift=b)
         else:
             shortcut = up(x)
-        return nn.relu(y + shortcut)
+        return norm(y, "bn3", add=shortcut, relu=True, shift=b3)
 
 
 class GroupedInputConv(nn.Module):
@@ -163,6 +171,9 @@ class GroupedInputConv(nn.Module):
         kernel_size: (kh, kw).
         strides: spatial stride.
         padding: symmetric spatial padding.
+        input_grad_chunk: the input gradient is computed for this many samples at a time
+            (``layers.conv_chunked_input_grad``: bounds the memory of XLA's CPU transposed
+            convolution; the result is the same).
         dtype: computation dtype.
         param_dtype: parameter dtype.
     """
@@ -171,11 +182,14 @@ class GroupedInputConv(nn.Module):
     kernel_size: tuple[int, int]
     strides: int = 1
     padding: int = 0
+    input_grad_chunk: int = 2
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray | Sequence[jnp.ndarray]) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray | Sequence[jnp.ndarray], split_bias: bool = False):
+        """Args: x, an array or the channel groups; split_bias: return (output without the
+        bias, bias) instead of the output (see ``PointwiseConv``)."""
         parts = [x] if isinstance(x, jnp.ndarray | np.ndarray) else list(x)
         channels = [int(p.shape[-1]) for p in parts]
         kernel = self.param(
@@ -186,16 +200,16 @@ class GroupedInputConv(nn.Module):
         pad = ((self.padding, self.padding), (self.padding, self.padding))
         out, start = None, 0
         for part, c in zip(parts, channels):
-            y = jax.lax.conv_general_dilated(
+            y = conv_chunked_input_grad(
                 part.astype(self.dtype),
                 kernel[:, :, start : start + c],
-                window_strides=(self.strides, self.strides),
-                padding=pad,
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                (self.strides, self.strides),
+                pad,
+                self.input_grad_chunk,
             )
             out = y if out is None else out + y
             start += c
-        return out + bias.astype(self.dtype)
+        return add_or_split_bias(out, bias, split_bias, self.dtype)
 
 
 class SegModule(nn.Module):
@@ -253,8 +267,9 @@ class SegModule(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="conv1",
-        )(x)
-        x = nn.BatchNorm(
+        )(x, split_bias=True)
+        x, shift = x
+        x = BatchNorm(
             use_running_average=not train,
             momentum=0.9,
             epsilon=1e-5,
@@ -262,8 +277,7 @@ class SegModule(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="bn1",
-        )(x, mask=bn_mask)
-        x = nn.relu(x)
+        )(x, mask=bn_mask, relu=True, shift=shift)
         common = dict(
             bn_axis_name=self.bn_axis_name, dtype=self.dtype, param_dtype=self.param_dtype
         )

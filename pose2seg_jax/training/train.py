@@ -218,6 +218,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     window_start, window_images = time.perf_counter(), 0
     for step in range(start + 1, num_steps + 1):
         batch = parallel.global_batch(mesh, next(data))
+        if step == start + 1:
+            # Compiled once, for the shapes of the first batch: a later batch of other
+            # shapes is an error rather than a silent recompilation.
+            train_step = parallel.compile_ahead(train_step, state, batch, templates)
         state, metrics = train_step(state, batch, templates)
         window_images += config.train.batch_size
         loss = float(metrics["loss"])

@@ -93,7 +93,11 @@ def test_four_devices_match_one_device_step_by_step(runs):
 def test_four_device_gradient_is_not_summed_twice(runs):
     """The shard_map trap (ECOSYSTEM.md 1) would make every update 4x the reference's."""
     single, _ = runs
-    assert abs(update_ratio(single, "sharded1", "single1") - 1.0) < 1e-4
+    # Rounding alone moves this ratio by ~1e-4: the two runs sum the BatchNorm statistics and
+    # gradients in different orders (measured 1.9e-4 with models/layers.BatchNorm, 1e-6 with
+    # flax's, whose gradients differ from ours by 1e-3 relative on the tiny model, as much as
+    # reversing the batch order changes either; benchmarks/RESULTS.md). The trap gives 4.
+    assert abs(update_ratio(single, "sharded1", "single1") - 1.0) < 1e-3
     # End to end over both steps: the chaotic amplification stays far below a factor 2.
     assert abs(update_ratio(single, "sharded2", "single2") - 1.0) < 1e-2
     assert max_difference(variables(single, "sharded2"), variables(single, "single2")) < 2e-3

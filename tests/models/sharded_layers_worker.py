@@ -1,0 +1,127 @@
+"""Worker for test_layers_sharded.py: runs on 2 simulated devices (XLA_FLAGS set by the test).
+
+Under ``jax.shard_map`` (check_vma on, as in training), our BatchNorm with cross-device
+statistics and ``conv_chunked_input_grad`` must give the same gradients as flax's
+``nn.BatchNorm`` and a plain convolution, with the parameters replicated (invariant) or marked
+varying (the training step's pattern). Exits non-zero, with numpy's message, on a mismatch.
+"""
+
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, PartitionSpec
+
+from pose2seg_jax.models.layers import BatchNorm, conv_chunked_input_grad
+
+AXIS = "data"
+
+
+class _Norm(nn.Module):
+    ours: bool
+    train: bool
+
+    @nn.compact
+    def __call__(self, x):
+        if self.ours:
+            norm = BatchNorm(use_running_average=not self.train, axis_name=AXIS)
+            return norm(x, relu=True)
+        norm = nn.BatchNorm(use_running_average=not self.train, momentum=0.99, axis_name=AXIS)
+        return jax.nn.relu(norm(x))
+
+
+def _sharded_grads(mesh, fn, params, *data):
+    """d sum(fn(params, data)) / d params, the data split over the mesh, params replicated.
+
+    Two ways, as ``[invariant, varying]``: the params left replicated (shard_map sums their
+    gradients implicitly), and marked varying with an explicit ``psum`` (the training step's).
+    """
+
+    def per_device(varying):
+        def grads(params, *data):
+            def loss(p):
+                return jnp.sum(fn(p, *data))
+
+            if not varying:
+                return jax.grad(loss)(params)
+            params = jax.tree.map(lambda p: jax.lax.pcast(p, AXIS, to="varying"), params)
+            return jax.lax.psum(jax.grad(loss)(params), AXIS)
+
+        return grads
+
+    specs = (PartitionSpec(),) + (PartitionSpec(AXIS),) * len(data)
+    return [
+        jax.jit(jax.shard_map(per_device(v), mesh=mesh, in_specs=specs, out_specs=PartitionSpec()))(
+            params, *data
+        )
+        for v in (False, True)
+    ]
+
+
+def _norm_fn(ours: bool, train: bool, stats):
+    """``(params, weights, x) -> weights * norm(x)`` for our BatchNorm or flax's."""
+
+    def apply(p, w, xs):
+        y, _ = _Norm(ours, train).apply(
+            {"params": p, "batch_stats": stats}, xs, mutable=["batch_stats"]
+        )
+        return y * w
+
+    return apply
+
+
+def _sharded_input_grad(mesh, fn, params, weights, x):
+    """d sum(fn(params, weights, x)) / dx, weights and x split over the mesh."""
+
+    def per_device(p, w, xs):
+        return jax.grad(lambda t: jnp.sum(fn(p, w, t)))(xs)
+
+    specs = (PartitionSpec(), PartitionSpec(AXIS), PartitionSpec(AXIS))
+    mapped = jax.shard_map(per_device, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(AXIS))
+    return jax.jit(mapped)(params, weights, x)
+
+
+def main() -> None:
+    assert jax.device_count() == 2, jax.devices()
+    mesh = jax.make_mesh((2,), (AXIS,), axis_types=(AxisType.Auto,))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(4, 5, 6, 8)) * 2 + 0.5, jnp.float32)
+    weights = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    for train in (True, False):
+        variables = _Norm(True, train).init(jax.random.key(0), x)
+        stats = {"BatchNorm_0": {"mean": jnp.linspace(-1, 1, 8), "var": jnp.linspace(1, 3, 8)}}
+        ours, ref = _norm_fn(True, train, stats), _norm_fn(False, train, stats)
+        got = _sharded_grads(mesh, ours, variables["params"], weights, x)
+        want = _sharded_grads(mesh, ref, variables["params"], weights, x)
+        for g, w in zip(got, want):
+            for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(w)):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=f"train={train}")
+        # And the input gradient, for data split over the devices.
+        grad_x, want_x = (
+            _sharded_input_grad(mesh, fn, variables["params"], weights, x) for fn in (ours, ref)
+        )
+        np.testing.assert_allclose(grad_x, want_x, rtol=1e-4, atol=1e-4)
+
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 8, 4)), jnp.float32)
+    conv_w = jnp.asarray(rng.normal(size=(4, 3, 3, 4)), jnp.float32)
+    pads = ((1, 1), (1, 1))
+
+    def chunked(k, w, xs):
+        return conv_chunked_input_grad(xs, k, (2, 2), pads, 1) * w
+
+    def plain(k, w, xs):
+        dims = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(xs, k, (2, 2), pads, dimension_numbers=dims) * w
+
+    for g, w in zip(
+        _sharded_grads(mesh, chunked, kernel, conv_w, x),
+        _sharded_grads(mesh, plain, kernel, conv_w, x),
+    ):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    print("ok")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
