@@ -177,9 +177,9 @@ def _masked_moments(x: jnp.ndarray, mask: jnp.ndarray | None) -> jnp.ndarray:
     per_sample = float(np.prod([x.shape[a] for a in spatial]))
     if mask is None:
         return jnp.sum(sums, axis=1) / (x.shape[0] * per_sample)
-    weight = jnp.reshape(jnp.asarray(mask, jnp.float32), (x.shape[0], 1))
     if jnp.shape(mask)[1:] and np.prod(jnp.shape(mask)[1:]) != 1:
         raise ValueError(f"BatchNorm: mask must select whole samples, got shape {jnp.shape(mask)}")
+    weight = jnp.reshape(jnp.asarray(mask, jnp.float32), (x.shape[0], 1))
     return jnp.sum(sums * weight, axis=1) / (jnp.sum(weight) * per_sample)
 
 

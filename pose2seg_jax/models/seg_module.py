@@ -259,7 +259,7 @@ class SegModule(nn.Module):
             mask = jnp.asarray(mask, bool)
             mask = mask | ~jnp.any(mask)
             bn_mask = mask[:, None, None, None]
-        x = GroupedInputConv(
+        x, shift = GroupedInputConv(
             self.width,
             (7, 7),
             strides=2,
@@ -268,7 +268,6 @@ class SegModule(nn.Module):
             param_dtype=self.param_dtype,
             name="conv1",
         )(x, split_bias=True)
-        x, shift = x
         x = BatchNorm(
             use_running_average=not train,
             momentum=0.9,

@@ -137,3 +137,9 @@ def test_batch_norm_matches_flax(train, relu, with_add, with_mask, with_shift) -
             np.testing.assert_allclose(g_ref[3], 0.0, atol=1e-3)
         else:
             np.testing.assert_allclose(g_our[3], g_ref[3], rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_refuses_a_mask_that_is_not_per_sample() -> None:
+    x = jnp.ones((2, 3, 3, 4))
+    with pytest.raises(ValueError, match="whole samples"):
+        _OurNorm(True).init(jax.random.key(0), x, jnp.ones((2, 3, 3, 1), bool), None, False, None)
