@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +50,7 @@ class PointwiseConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, split_bias: bool = False):
-        """Args: x (N, H, W, C_in); split_bias: see below.
+        """Args: x (N, H, W, C_in), or a pending BatchNorm output; split_bias: see below.
 
         Returns: (N, ceil(H / s), ceil(W / s), features); with ``split_bias`` the pair (output
         without the bias, bias), for a BatchNorm to absorb the bias (``BatchNorm(shift=...)``).
@@ -57,17 +58,23 @@ class PointwiseConv(nn.Module):
         kernel = self.param(
             "kernel", self.kernel_init, (1, 1, x.shape[-1], self.features), self.param_dtype
         )
-        if self.strides != 1:
-            x = x[:, :: self.strides, :: self.strides]
-        y = jax.lax.dot_general(
-            x.astype(self.dtype),
-            kernel[0, 0].astype(self.dtype),
-            (((x.ndim - 1,), (0,)), ((), ())),
-        )
+        conv = partial(_pointwise, strides=self.strides, dtype=self.dtype)
+        if isinstance(x, Normalized):
+            y = normalize_into(conv, x, kernel)
+        else:
+            y = conv(x, kernel)
         bias = None
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
         return add_or_split_bias(y, bias, split_bias, self.dtype)
+
+
+def _pointwise(x, kernel, strides, dtype):
+    if strides != 1:
+        x = x[:, ::strides, ::strides]
+    return jax.lax.dot_general(
+        x.astype(dtype), kernel[0, 0].astype(dtype), (((x.ndim - 1,), (0,)), ((), ()))
+    )
 
 
 def add_or_split_bias(y: jnp.ndarray, bias: jnp.ndarray | None, split: bool, dtype: Any):
@@ -136,13 +143,13 @@ def _affine_normalize_fwd(x, mean, mul, bias, add, relu, dtype):
     return y, (x, mean, mul, bias[:0], y if relu else None, add_like)
 
 
-def _affine_normalize_bwd(relu, dtype, residuals, g):
-    x, mean, mul, bias_like, y, add_like = residuals
-    # Without the barrier XLA's CSE merges ``x - mean`` below with the forward pass's, and the
-    # centred copy is kept from the forward to the backward pass after all. Tying ``x`` to the
-    # cotangent also keeps the recomputation where the cotangent exists.
-    x, g = jax.lax.optimization_barrier((x, g))
-    if relu:
+def _normalize_backward(x, mean, mul, y, g):
+    """Cotangents of ``(x, mean, mul, bias)`` of ``act((x - mean) * mul + bias (+ add))``.
+
+    ``y`` is the output (its sign is the ReLU's mask) or None without a ReLU. Also returns the
+    cotangent after the ReLU (that of ``bias`` and ``add`` per element).
+    """
+    if y is not None:
         g = jnp.where(y > 0, g, jnp.zeros_like(g))
     axes = tuple(range(x.ndim - 1))
     g = g.astype(mean.dtype)
@@ -152,6 +159,16 @@ def _affine_normalize_bwd(relu, dtype, residuals, g):
     d_mul = jnp.sum(g * x.astype(mean.dtype), axes) - mean * d_bias
     d_x = g * mul
     d_mean = -d_bias * mul
+    return d_x, d_mean, d_mul, d_bias, g
+
+
+def _affine_normalize_bwd(relu, dtype, residuals, g):
+    x, mean, mul, bias_like, y, add_like = residuals
+    # Without the barrier XLA's CSE merges ``x - mean`` below with the forward pass's, and the
+    # centred copy is kept from the forward to the backward pass after all. Tying ``x`` to the
+    # cotangent also keeps the recomputation where the cotangent exists.
+    x, g = jax.lax.optimization_barrier((x, g))
+    d_x, d_mean, d_mul, d_bias, g = _normalize_backward(x, mean, mul, y if relu else None, g)
     d_add = None if add_like is None else _cotangent_like(g.astype(add_like.dtype), add_like)
     return (
         _cotangent_like(d_x.astype(x.dtype), x),
@@ -163,6 +180,88 @@ def _affine_normalize_bwd(relu, dtype, residuals, g):
 
 
 affine_normalize.defvjp(_affine_normalize_fwd, _affine_normalize_bwd)
+
+
+@flax.struct.dataclass
+class Normalized:
+    """A BatchNorm's output ``act((x - mean) * mul + bias)`` not computed yet.
+
+    ``BatchNorm(..., lazy=True)`` returns this for a convolution that is its only consumer
+    (``PointwiseConv``, ``GroupedInputConv``), which then runs ``normalize_into``: the
+    normalised map is never stored for the backward pass, only ``x`` (kept anyway).
+    """
+
+    x: jax.Array
+    mean: jax.Array
+    mul: jax.Array
+    bias: jax.Array
+    relu: bool = flax.struct.field(pytree_node=False)
+    dtype: Any = flax.struct.field(pytree_node=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.x.shape
+
+    def materialize(self) -> jax.Array:
+        """The normalised map itself (``affine_normalize``)."""
+        return affine_normalize(self.x, self.mean, self.mul, self.bias, None, self.relu, self.dtype)
+
+
+def normalize_into(conv, inputs: Normalized, kernel: jax.Array) -> jax.Array:
+    """``conv(inputs.materialize(), kernel)``, recomputing the normalised map in the backward pass.
+
+    Why a hand-written VJP: differentiated as written, the convolution keeps its input (the
+    normalised, ReLU-ed map) for its weight gradient, beside the BatchNorm's input ``x`` that
+    the statistics' gradient keeps: two full maps per layer, as PyTorch keeps. Here only ``x``
+    is kept and the backward pass recomputes the map from it (one elementwise pass) just before
+    the convolution's own backward. In a bottleneck block that drops the two ``width``-channel
+    maps of the block from the stored activations (benchmarks/RESULTS.md, bench_train).
+
+    Args:
+        conv: ``conv(y, kernel) -> out``, a pure function (hashable: it is a static argument).
+        inputs: the pending BatchNorm output.
+        kernel: the convolution's kernel, differentiated.
+
+    Returns:
+        ``conv``'s output.
+    """
+    return _normalize_into(
+        conv, inputs.relu, inputs.dtype, inputs.x, inputs.mean, inputs.mul, inputs.bias, kernel
+    )
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _normalize_into(conv, relu, dtype, x, mean, mul, bias, kernel):
+    return conv(_normalize_forward(x, mean, mul, bias, None, relu, dtype), kernel)
+
+
+def _normalize_into_fwd(conv, relu, dtype, x, mean, mul, bias, kernel):
+    out = conv(_normalize_forward(x, mean, mul, bias, None, relu, dtype), kernel)
+    return out, (x, mean, mul, bias, kernel)
+
+
+def _normalize_into_bwd(conv, relu, dtype, residuals, g):
+    x, mean, mul, bias, kernel = residuals
+    # The recomputation must wait for the cotangent: scheduled earlier, it would hold the map
+    # from the start of the backward pass, as storing it did. An optimization barrier does not
+    # do it (XLA removes barriers before scheduling), a data dependency does: a zero read from
+    # the cotangent (``v * 0`` is not folded for floats, as ``nan * 0`` is nan). It also keeps
+    # XLA's CSE from merging the recomputation with the forward pass's map.
+    bias_after_g = bias + g.reshape(-1)[0].astype(bias.dtype) * 0
+    y = _normalize_forward(x, mean, mul, bias_after_g, None, relu, dtype)
+    _, conv_vjp = jax.vjp(conv, y, kernel)
+    d_y, d_kernel = conv_vjp(g)
+    d_x, d_mean, d_mul, d_bias, _ = _normalize_backward(x, mean, mul, y if relu else None, d_y)
+    return (
+        _cotangent_like(d_x.astype(x.dtype), x),
+        _cotangent_like(d_mean, mean),
+        _cotangent_like(d_mul, mul),
+        _cotangent_like(d_bias, bias),
+        _cotangent_like(d_kernel, kernel),
+    )
+
+
+_normalize_into.defvjp(_normalize_into_fwd, _normalize_into_bwd)
 
 
 def _masked_moments(x: jnp.ndarray, mask: jnp.ndarray | None) -> jnp.ndarray:
@@ -217,7 +316,8 @@ class BatchNorm(nn.Module):
         add: jnp.ndarray | None = None,
         relu: bool = False,
         shift: jnp.ndarray | None = None,
-    ) -> jnp.ndarray:
+        lazy: bool = False,
+    ) -> jnp.ndarray | Normalized:
         """Normalises ``x + shift`` and applies ``add`` and the ReLU.
 
         Args:
@@ -230,10 +330,14 @@ class BatchNorm(nn.Module):
                 running mean, so its gradient is exactly zero (the sum of many rounding errors
                 otherwise), and ``x + shift`` is never materialised or stored for the backward
                 pass.
+            lazy: return the pending output (``Normalized``) for the one convolution that
+                consumes it (``normalize_into``); not with ``add``.
 
         Returns:
-            Like x, in ``dtype``.
+            Like x, in ``dtype`` (a ``Normalized`` of it with ``lazy``).
         """
+        if lazy and add is not None:
+            raise ValueError("BatchNorm: lazy=True does not take a residual `add`")
         features = x.shape[-1]
         ra_mean = self.variable(
             "batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (features,)
@@ -259,7 +363,33 @@ class BatchNorm(nn.Module):
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
         mul = jax.lax.rsqrt(var + self.epsilon) * scale.astype(jnp.float32)
         bias = bias.astype(jnp.float32)
-        return affine_normalize(x, mean, mul, bias, add, relu, jnp.dtype(self.dtype or x.dtype))
+        dtype = jnp.dtype(self.dtype or x.dtype)
+        if lazy:
+            return Normalized(x, mean, mul, bias, relu=relu, dtype=dtype)
+        return affine_normalize(x, mean, mul, bias, add, relu, dtype)
+
+
+def reference_batch_norm(
+    train: bool, axis_name: str | None, dtype: Any, param_dtype: Any, name: str
+) -> BatchNorm:
+    """The networks' BatchNorm: PyTorch's defaults (momentum 0.1, i.e. decay 0.9; eps 1e-5).
+
+    Args:
+        train: batch statistics (updating the running ones) rather than the running ones.
+        axis_name: mesh axis for cross-device statistics, or None.
+        dtype: output dtype.
+        param_dtype: dtype of scale and bias.
+        name: the module name (the reference's parameter name).
+    """
+    return BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        axis_name=axis_name,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
 
 
 def _conv_nhwc(x, kernel, strides, padding):
@@ -315,3 +445,77 @@ def _conv_chunked_bwd(strides, padding, chunk, residuals, g):
 
 
 conv_chunked_input_grad.defvjp(_conv_chunked_fwd, _conv_chunked_bwd)
+
+
+# Kaiming normal (fan_out, ReLU gain): the reference's initialisation of every convolution.
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class GroupedInputConv(nn.Module):
+    """A convolution over the channel concatenation of several inputs, without concatenating.
+
+    conv(concat(x_1, ..., x_n), K) = sum_i conv(x_i, K_i) with K split along its input
+    channels. One kernel parameter (kh, kw, sum C_i, features) and optionally one bias are
+    declared, as a single ``nn.Conv`` would (same names, same initialisation), so weights
+    convert unchanged. Skipping the concatenation of the SegModule's 256 aligned channels with
+    the 55 skeleton channels saves writing and re-reading a (B*P, 64, 64, 311) array. With one
+    input it is a plain convolution, which also takes a pending BatchNorm output
+    (``Normalized``, see ``normalize_into``).
+
+    Attributes:
+        features: output channels.
+        kernel_size: (kh, kw).
+        strides: spatial stride.
+        padding: symmetric spatial padding.
+        use_bias: declare and add a bias.
+        input_grad_chunk: the input gradient is computed for this many samples at a time
+            (``conv_chunked_input_grad``: bounds the memory of XLA's CPU transposed
+            convolution; the result is the same); None: all at once.
+        dtype: computation dtype.
+        param_dtype: parameter dtype.
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: int = 1
+    padding: int = 0
+    use_bias: bool = True
+    input_grad_chunk: int | None = 2
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, split_bias: bool = False):
+        """Args: x, an array, a ``Normalized``, or a sequence of arrays (the channel groups);
+        split_bias: return (output without the bias, bias) instead of the output (see
+        ``PointwiseConv``)."""
+        parts = [x] if isinstance(x, jnp.ndarray | np.ndarray | Normalized) else list(x)
+        channels = [int(p.shape[-1]) for p in parts]
+        kernel = self.param(
+            "kernel", conv_init, (*self.kernel_size, sum(channels), self.features), self.param_dtype
+        )
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        pad = ((self.padding, self.padding), (self.padding, self.padding))
+        conv = partial(
+            _cast_conv,
+            strides=(self.strides, self.strides),
+            padding=pad,
+            chunk=self.input_grad_chunk,
+            dtype=self.dtype,
+        )
+        out, start = None, 0
+        for part, c in zip(parts, channels):
+            k = kernel[:, :, start : start + c]
+            y = normalize_into(conv, part, k) if isinstance(part, Normalized) else conv(part, k)
+            out = y if out is None else out + y
+            start += c
+        return add_or_split_bias(out, bias, split_bias, self.dtype)
+
+
+def _cast_conv(x, kernel, strides, padding, chunk, dtype):
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    if chunk is None:
+        return _conv_nhwc(x, kernel, strides, padding)
+    return conv_chunked_input_grad(x, kernel, strides, padding, chunk)

@@ -12,7 +12,12 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pose2seg_jax.models.layers import BatchNorm, PointwiseConv
+from pose2seg_jax.models.layers import (
+    GroupedInputConv,
+    PointwiseConv,
+    conv_init,
+    reference_batch_norm,
+)
 
 # Blocks per stage for each supported depth.
 STAGE_SIZES: dict[int, tuple[int, int, int, int]] = {
@@ -23,9 +28,6 @@ STAGE_SIZES: dict[int, tuple[int, int, int, int]] = {
 }
 STAGE_WIDTHS = (64, 128, 256, 512)
 LAYOUTS = ("reference", "torchvision")
-
-# He initialisation over fan-out, as torchvision initialises its ResNets.
-conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def is_bottleneck(depth: int) -> bool:
@@ -42,18 +44,6 @@ def stage_channels(depth: int, width: int = 64) -> tuple[int, int, int, int]:
     """Output channels of the four stages: (256, 512, 1024, 2048) or (64, 128, 256, 512)."""
     expansion = 4 if is_bottleneck(depth) else 1
     return tuple(w * expansion for w in stage_widths(width))
-
-
-def _batch_norm(train: bool, axis_name: str | None, dtype: Any, param_dtype: Any, name: str):
-    return BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        axis_name=axis_name,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        name=name,
-    )
 
 
 class Bottleneck(nn.Module):
@@ -73,13 +63,6 @@ class Bottleneck(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """Args: x (N, H, W, C). Returns: (N, H/stride, W/stride, 4 * width)."""
-        conv = partial(
-            nn.Conv,
-            use_bias=False,
-            kernel_init=conv_init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
         pointwise = partial(
             PointwiseConv,
             use_bias=False,
@@ -87,12 +70,24 @@ class Bottleneck(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
-        norm = partial(_batch_norm, train, self.bn_axis_name, self.dtype, self.param_dtype)
+        norm = partial(reference_batch_norm, train, self.bn_axis_name, self.dtype, self.param_dtype)
         s1, s2 = (1, self.stride) if self.stride_on_3x3 else (self.stride, 1)
         y = pointwise(self.width, strides=s1, name="conv1")(x)
-        y = norm("bn1")(y, relu=True)
-        y = conv(self.width, (3, 3), strides=s2, padding=((1, 1), (1, 1)), name="conv2")(y)
-        y = norm("bn2")(y, relu=True)
+        # The two inner BatchNorm outputs go to their convolution pending (``lazy``): recomputed
+        # in the backward pass instead of stored (``layers.normalize_into``).
+        y = norm("bn1")(y, relu=True, lazy=True)
+        y = GroupedInputConv(
+            self.width,
+            (3, 3),
+            strides=s2,
+            padding=1,
+            use_bias=False,
+            input_grad_chunk=None,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv2",
+        )(y)
+        y = norm("bn2")(y, relu=True, lazy=True)
         y = pointwise(4 * self.width, name="conv3")(y)
         shortcut = x
         if self.projection:
@@ -121,7 +116,7 @@ class BasicBlock(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
-        norm = partial(_batch_norm, train, self.bn_axis_name, self.dtype, self.param_dtype)
+        norm = partial(reference_batch_norm, train, self.bn_axis_name, self.dtype, self.param_dtype)
         pad = ((1, 1), (1, 1))
         y = conv(self.width, (3, 3), strides=self.stride, padding=pad, name="conv1")(x)
         y = norm("bn1")(y, relu=True)
@@ -192,7 +187,9 @@ class ResNet(nn.Module):
             param_dtype=self.param_dtype,
             name="conv1",
         )(x)
-        x = _batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype, "bn1")(x, relu=True)
+        x = reference_batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype, "bn1")(
+            x, relu=True
+        )
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         bottleneck = is_bottleneck(self.depth)
         in_channels = self.width

@@ -13,12 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from pose2seg_jax.models.layers import (
-    BatchNorm,
+    GroupedInputConv,
     PointwiseConv,
-    add_or_split_bias,
-    conv_chunked_input_grad,
+    conv_init,
+    reference_batch_norm,
 )
-from pose2seg_jax.models.resnet import conv_init
 
 
 def align_corners_matrix(size_in: int, size_out: int) -> np.ndarray:
@@ -110,16 +109,8 @@ class SegBottleneck(nn.Module):
         Returns: (N, H/stride, W/stride, 4 * width).
         """
 
-        def norm(y: jnp.ndarray, name: str, **kw) -> jnp.ndarray:
-            bn = BatchNorm(
-                use_running_average=not train,
-                momentum=0.9,
-                epsilon=1e-5,
-                axis_name=self.bn_axis_name,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                name=name,
-            )
+        def norm(y: jnp.ndarray, name: str, **kw):
+            bn = reference_batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype, name)
             return bn(y, mask=mask, **kw)
 
         pointwise = partial(
@@ -135,7 +126,9 @@ class SegBottleneck(nn.Module):
         # Every conv here feeds a BatchNorm, which absorbs its bias (``shift``); the x2
         # upsampling commutes with adding a per-channel constant.
         y, b = pointwise(self.width, name="conv1")(x, split_bias=True)
-        y = norm(up(y), "bn1", relu=True, shift=b)
+        # The two inner BatchNorm outputs go to their convolution pending (``lazy``): recomputed
+        # in the backward pass instead of stored (``layers.normalize_into``).
+        y = norm(up(y), "bn1", relu=True, shift=b, lazy=True)
         y, b = GroupedInputConv(
             self.width,
             (3, 3),
@@ -145,7 +138,7 @@ class SegBottleneck(nn.Module):
             param_dtype=self.param_dtype,
             name="conv2",
         )(y, split_bias=True)
-        y = norm(y, "bn2", relu=True, shift=b)
+        y = norm(y, "bn2", relu=True, shift=b, lazy=True)
         y, b3 = pointwise(4 * self.width, name="conv3")(y, split_bias=True)
         if self.projection:
             shortcut, b = pointwise(4 * self.width, strides=self.stride, name="downsample_0")(
@@ -155,61 +148,6 @@ class SegBottleneck(nn.Module):
         else:
             shortcut = up(x)
         return norm(y, "bn3", add=shortcut, relu=True, shift=b3)
-
-
-class GroupedInputConv(nn.Module):
-    """A convolution over the channel concatenation of several inputs, without concatenating.
-
-    conv(concat(x_1, ..., x_n), K) = sum_i conv(x_i, K_i) with K split along its input
-    channels. One kernel parameter (kh, kw, sum C_i, features) and one bias are declared, as a
-    single ``nn.Conv`` would (same names, same initialisation), so weights convert unchanged.
-    Skipping the concatenation of the 256 aligned channels with the 55 skeleton channels saves
-    writing and re-reading a (B*P, 64, 64, 311) array.
-
-    Attributes:
-        features: output channels.
-        kernel_size: (kh, kw).
-        strides: spatial stride.
-        padding: symmetric spatial padding.
-        input_grad_chunk: the input gradient is computed for this many samples at a time
-            (``layers.conv_chunked_input_grad``: bounds the memory of XLA's CPU transposed
-            convolution; the result is the same).
-        dtype: computation dtype.
-        param_dtype: parameter dtype.
-    """
-
-    features: int
-    kernel_size: tuple[int, int]
-    strides: int = 1
-    padding: int = 0
-    input_grad_chunk: int = 2
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray | Sequence[jnp.ndarray], split_bias: bool = False):
-        """Args: x, an array or the channel groups; split_bias: return (output without the
-        bias, bias) instead of the output (see ``PointwiseConv``)."""
-        parts = [x] if isinstance(x, jnp.ndarray | np.ndarray) else list(x)
-        channels = [int(p.shape[-1]) for p in parts]
-        kernel = self.param(
-            "kernel", conv_init, (*self.kernel_size, sum(channels), self.features), self.param_dtype
-        )
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        kernel = kernel.astype(self.dtype)
-        pad = ((self.padding, self.padding), (self.padding, self.padding))
-        out, start = None, 0
-        for part, c in zip(parts, channels):
-            y = conv_chunked_input_grad(
-                part.astype(self.dtype),
-                kernel[:, :, start : start + c],
-                (self.strides, self.strides),
-                pad,
-                self.input_grad_chunk,
-            )
-            out = y if out is None else out + y
-            start += c
-        return add_or_split_bias(out, bias, split_bias, self.dtype)
 
 
 class SegModule(nn.Module):
@@ -268,15 +206,9 @@ class SegModule(nn.Module):
             param_dtype=self.param_dtype,
             name="conv1",
         )(x, split_bias=True)
-        x = BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-5,
-            axis_name=self.bn_axis_name,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="bn1",
-        )(x, mask=bn_mask, relu=True, shift=shift)
+        x = reference_batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype, "bn1")(
+            x, mask=bn_mask, relu=True, shift=shift
+        )
         common = dict(
             bn_axis_name=self.bn_axis_name, dtype=self.dtype, param_dtype=self.param_dtype
         )

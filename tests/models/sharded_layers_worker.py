@@ -1,8 +1,9 @@
 """Worker for test_layers_sharded.py: runs on 2 simulated devices (XLA_FLAGS set by the test).
 
 Under ``jax.shard_map`` (check_vma on, as in training), our BatchNorm with cross-device
-statistics and ``conv_chunked_input_grad`` must give the same gradients as flax's
-``nn.BatchNorm`` and a plain convolution, with the parameters replicated (invariant) or marked
+statistics (also pending into a convolution, ``normalize_into``) and ``conv_chunked_input_grad``
+must give the same gradients as flax's ``nn.BatchNorm`` (+ ReLU + ``nn.Conv``) and a plain
+convolution, with the parameters replicated (invariant) or marked
 varying (the training step's pattern). Exits non-zero, with numpy's message, on a mismatch.
 """
 
@@ -14,7 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, PartitionSpec
 
-from pose2seg_jax.models.layers import BatchNorm, conv_chunked_input_grad
+from pose2seg_jax.models.layers import (
+    BatchNorm,
+    GroupedInputConv,
+    PointwiseConv,
+    conv_chunked_input_grad,
+)
 
 AXIS = "data"
 
@@ -30,6 +36,27 @@ class _Norm(nn.Module):
             return norm(x, relu=True)
         norm = nn.BatchNorm(use_running_average=not self.train, momentum=0.99, axis_name=AXIS)
         return jax.nn.relu(norm(x))
+
+
+class _NormConv(nn.Module):
+    """BatchNorm + ReLU into a conv: ours pending (``lazy``, ``normalize_into``) or flax's."""
+
+    ours: bool
+    pointwise: bool
+
+    @nn.compact
+    def __call__(self, x):
+        if self.ours:
+            y = BatchNorm(axis_name=AXIS, name="bn")(x, relu=True, lazy=True)
+            if self.pointwise:
+                return PointwiseConv(4, strides=2, name="conv")(y)
+            return GroupedInputConv(
+                4, (3, 3), strides=2, padding=1, input_grad_chunk=1, name="conv"
+            )(y)
+        y = jax.nn.relu(nn.BatchNorm(use_running_average=False, axis_name=AXIS, name="bn")(x))
+        if self.pointwise:
+            return nn.Conv(4, (1, 1), strides=2, padding="VALID", name="conv")(y)
+        return nn.Conv(4, (3, 3), strides=2, padding=((1, 1), (1, 1)), name="conv")(y)
 
 
 def _sharded_grads(mesh, fn, params, *data):
@@ -101,6 +128,33 @@ def main() -> None:
         # And the input gradient, for data split over the devices.
         grad_x, want_x = (
             _sharded_input_grad(mesh, fn, variables["params"], weights, x) for fn in (ours, ref)
+        )
+        np.testing.assert_allclose(grad_x, want_x, rtol=1e-4, atol=1e-4)
+
+    # BatchNorm + ReLU pending into a convolution (params and input gradients).
+    out_w = jnp.asarray(rng.normal(size=(4, 3, 3, 4)), jnp.float32)
+    for pointwise in (True, False):
+        variables = _NormConv(True, pointwise).init(jax.random.key(1), x)
+        variables = jax.tree.map(lambda v: v + 0.1, variables)
+
+        def make(ours, pointwise=pointwise, stats=variables["batch_stats"]):
+            def apply(p, w, xs):
+                y, _ = _NormConv(ours, pointwise).apply(
+                    {"params": p, "batch_stats": stats}, xs, mutable=["batch_stats"]
+                )
+                return y * w
+
+            return apply
+
+        for got, want in zip(
+            _sharded_grads(mesh, make(True), variables["params"], out_w, x),
+            _sharded_grads(mesh, make(False), variables["params"], out_w, x),
+        ):
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=f"{pointwise=}")
+        grad_x, want_x = (
+            _sharded_input_grad(mesh, make(ours), variables["params"], out_w, x)
+            for ours in (True, False)
         )
         np.testing.assert_allclose(grad_x, want_x, rtol=1e-4, atol=1e-4)
 

@@ -1,4 +1,4 @@
-"""PointwiseConv against flax's nn.Conv and PyTorch; BatchNorm against flax's nn.BatchNorm."""
+"""PointwiseConv against flax's nn.Conv and PyTorch; BatchNorm (also pending into a conv) against flax."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pose2seg_jax.models.layers import BatchNorm, PointwiseConv
+from pose2seg_jax.models.layers import BatchNorm, GroupedInputConv, Normalized, PointwiseConv
 
 
 @pytest.mark.parametrize(
@@ -143,3 +143,87 @@ def test_batch_norm_refuses_a_mask_that_is_not_per_sample() -> None:
     x = jnp.ones((2, 3, 3, 4))
     with pytest.raises(ValueError, match="whole samples"):
         _OurNorm(True).init(jax.random.key(0), x, jnp.ones((2, 3, 3, 1), bool), None, False, None)
+
+
+class _FlaxNormConv(nn.Module):
+    """flax's BatchNorm, ReLU and convolution: what ``BatchNorm(lazy=True)`` + conv computes."""
+
+    train: bool
+    kernel: tuple[int, int]
+    stride: int
+
+    @nn.compact
+    def __call__(self, x, mask):
+        norm = nn.BatchNorm(
+            use_running_average=not self.train, momentum=0.9, epsilon=1e-5, name="bn"
+        )
+        y = nn.relu(norm(x, mask=mask))
+        pad = [(k // 2, k // 2) for k in self.kernel]
+        return nn.Conv(5, self.kernel, strides=self.stride, padding=pad, name="conv")(y)
+
+
+class _OurNormConv(nn.Module):
+    train: bool
+    kernel: tuple[int, int]
+    stride: int
+    chunk: int | None
+
+    @nn.compact
+    def __call__(self, x, mask):
+        norm = BatchNorm(use_running_average=not self.train, momentum=0.9, epsilon=1e-5, name="bn")
+        y = norm(x, mask=mask, relu=True, lazy=True)
+        assert isinstance(y, Normalized)
+        if self.kernel == (1, 1):
+            return PointwiseConv(5, strides=self.stride, name="conv")(y)
+        conv = GroupedInputConv(
+            5,
+            self.kernel,
+            strides=self.stride,
+            padding=self.kernel[0] // 2,
+            input_grad_chunk=self.chunk,
+            name="conv",
+        )
+        return conv(y)
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize(
+    ("kernel", "stride", "chunk"),
+    [((1, 1), 1, None), ((1, 1), 2, None), ((3, 3), 1, None), ((3, 3), 2, 2), ((7, 7), 2, 1)],
+)
+def test_pending_batch_norm_into_conv_matches_flax(train, kernel, stride, chunk) -> None:
+    """``normalize_into``: same values, statistics and gradients as storing the map."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(4, 9, 8, 6)) * 2 + 0.5, jnp.float32)
+    mask = jnp.asarray([1, 0, 1, 1], bool)[:, None, None, None]
+    ours, ref = _OurNormConv(train, kernel, stride, chunk), _FlaxNormConv(train, kernel, stride)
+    variables = ref.init(jax.random.key(0), x, mask)
+    our_vars = ours.init(jax.random.key(0), x, mask)
+    assert jax.tree.structure(variables) == jax.tree.structure(our_vars)
+    params = jax.tree.map(lambda p: p + 0.2, variables["params"])
+    stats = {"bn": {"mean": jnp.linspace(-0.5, 1.5, 6), "var": jnp.linspace(1, 4, 6)}}
+    out_shape = jax.eval_shape(lambda: ref.apply(variables, x, mask, mutable=True)[0]).shape
+    weights = jnp.asarray(rng.normal(size=out_shape), jnp.float32)
+
+    def run(module):
+        def loss(params, x):
+            y, updates = module.apply(
+                {"params": params, "batch_stats": stats}, x, mask, mutable=["batch_stats"]
+            )
+            return jnp.sum(y * weights), (y, updates)
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, x)
+
+    (_, (y_ref, upd_ref)), g_ref = run(ref)
+    (_, (y_our, upd_our)), g_our = run(ours)
+    np.testing.assert_allclose(y_our, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(upd_our), jax.tree.leaves(upd_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(g_our), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_pending_batch_norm_refuses_a_residual() -> None:
+    x = jnp.ones((2, 3, 3, 4))
+    with pytest.raises(ValueError, match="lazy"):
+        BatchNorm().init(jax.random.key(0), x, add=x, lazy=True)
