@@ -90,7 +90,7 @@ def _varying_axes(x) -> frozenset:
     return frozenset(manual.varying) if manual is not None else frozenset()
 
 
-def _cotangent_like(ct: jnp.ndarray, primal: jnp.ndarray) -> jnp.ndarray:
+def cotangent_like(ct: jnp.ndarray, primal: jnp.ndarray) -> jnp.ndarray:
     """Sums a custom VJP's cotangent over the mesh axes along which its primal input is invariant.
 
     Inside ``shard_map`` an invariant input (a ``pmean``-ed statistic, a replicated weight)
@@ -169,12 +169,12 @@ def _affine_normalize_bwd(relu, dtype, residuals, g):
     # cotangent also keeps the recomputation where the cotangent exists.
     x, g = jax.lax.optimization_barrier((x, g))
     d_x, d_mean, d_mul, d_bias, g = _normalize_backward(x, mean, mul, y if relu else None, g)
-    d_add = None if add_like is None else _cotangent_like(g.astype(add_like.dtype), add_like)
+    d_add = None if add_like is None else cotangent_like(g.astype(add_like.dtype), add_like)
     return (
-        _cotangent_like(d_x.astype(x.dtype), x),
-        _cotangent_like(d_mean, mean),
-        _cotangent_like(d_mul, mul),
-        _cotangent_like(d_bias, bias_like),
+        cotangent_like(d_x.astype(x.dtype), x),
+        cotangent_like(d_mean, mean),
+        cotangent_like(d_mul, mul),
+        cotangent_like(d_bias, bias_like),
         d_add,
     )
 
@@ -253,11 +253,11 @@ def _normalize_into_bwd(conv, relu, dtype, residuals, g):
     d_y, d_kernel = conv_vjp(g)
     d_x, d_mean, d_mul, d_bias, _ = _normalize_backward(x, mean, mul, y if relu else None, d_y)
     return (
-        _cotangent_like(d_x.astype(x.dtype), x),
-        _cotangent_like(d_mean, mean),
-        _cotangent_like(d_mul, mul),
-        _cotangent_like(d_bias, bias),
-        _cotangent_like(d_kernel, kernel),
+        cotangent_like(d_x.astype(x.dtype), x),
+        cotangent_like(d_mean, mean),
+        cotangent_like(d_mul, mul),
+        cotangent_like(d_bias, bias),
+        cotangent_like(d_kernel, kernel),
     )
 
 
@@ -441,7 +441,7 @@ def _conv_chunked_bwd(strides, padding, chunk, residuals, g):
         _, input_vjp = jax.vjp(lambda t: _conv_nhwc(t, kernel, strides, padding), x_group)
         parts.append(input_vjp(g_group)[0])
     d_x = jnp.concatenate(parts, axis=0)
-    return _cotangent_like(d_x, x), _cotangent_like(d_kernel, kernel)
+    return cotangent_like(d_x, x), cotangent_like(d_kernel, kernel)
 
 
 conv_chunked_input_grad.defvjp(_conv_chunked_fwd, _conv_chunked_bwd)

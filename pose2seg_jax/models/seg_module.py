@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -16,6 +17,7 @@ from pose2seg_jax.models.layers import (
     GroupedInputConv,
     PointwiseConv,
     conv_init,
+    cotangent_like,
     reference_batch_norm,
 )
 
@@ -44,17 +46,91 @@ def align_corners_matrix(size_in: int, size_out: int) -> np.ndarray:
     return weights
 
 
-def _lerp_axis(x: jnp.ndarray, axis: int, size_out: int) -> jnp.ndarray:
-    size_in = x.shape[axis]
+def _lerp_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each output's two input taps ``lo``, ``hi`` and the weight ``frac`` of ``hi``."""
     pos = np.arange(size_out) * ((size_in - 1) / (size_out - 1) if size_out > 1 else 0.0)
     lo = np.clip(np.floor(pos).astype(np.int32), 0, size_in - 1)
     hi = np.minimum(lo + 1, size_in - 1)
+    return lo, hi, pos - lo
+
+
+def _transposed_bands(size_in: int, factor: int) -> tuple[int, np.ndarray]:
+    """The transpose of the x``factor`` interpolation as a band around output ``factor * i``.
+
+    Returns (first, weight): input ``i`` receives ``sum_k weight[i, k] * g[factor * i + first
+    + k]`` (taps outside the output, or not feeding ``i``, have weight 0).
+    """
+    weights = align_corners_matrix(size_in, factor * size_in).T  # (size_in, size_out)
+    inputs, outputs = np.nonzero(weights)
+    offsets = outputs - factor * inputs
+    first = int(offsets.min())
+    weight = np.zeros((size_in, int(offsets.max()) - first + 1), np.float64)
+    weight[inputs, offsets - first] = weights[inputs, outputs]
+    return first, weight
+
+
+def _upsample_transpose_axis(g: jnp.ndarray, axis: int, size_in: int, factor: int):
+    """``g`` (output-sized along ``axis``) through the transposed interpolation to ``size_in``.
+
+    Strided slices of the zero-padded ``g``, one per band offset, summed: XLA fuses them into
+    one pass (gathers of the same operand it materialised one by one).
+    """
+    first, weight = _transposed_bands(size_in, factor)
+    size_out = factor * size_in
+    before = max(0, -first)
+    after = max(0, factor * (size_in - 1) + first + weight.shape[1] - size_out)
+    pads = [(0, 0)] * g.ndim
+    pads[axis] = (before, after)
+    padded = jnp.pad(g, pads)
+    shape = [1] * g.ndim
+    shape[axis] = size_in
+    total = None
+    for k in range(weight.shape[1]):
+        start = before + first + k
+        tap = jax.lax.slice_in_dim(padded, start, start + factor * (size_in - 1) + 1, factor, axis)
+        term = tap * jnp.asarray(weight[:, k].reshape(shape), g.dtype)
+        total = term if total is None else total + term
+    return total
+
+
+def _lerp_axis(x: jnp.ndarray, axis: int, size_out: int) -> jnp.ndarray:
+    """Two-tap ``align_corners=True`` interpolation of ``x`` along ``axis`` to ``size_out``."""
+    lo, hi, frac = _lerp_taps(x.shape[axis], size_out)
     shape = [1] * x.ndim
     shape[axis] = size_out
-    frac = jnp.asarray((pos - lo).reshape(shape), x.dtype)
+    frac = jnp.asarray(frac.reshape(shape), x.dtype)
     a = jnp.take(x, jnp.asarray(lo), axis=axis)
     b = jnp.take(x, jnp.asarray(hi), axis=axis)
     return a + (b - a) * frac
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _upsample(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
+    """``x`` (N, h, w, C) interpolated to (N, height, width, C), with a hand-written VJP.
+
+    Why: the transpose of the constant-index gathers is scatter-adds into zero-filled buffers,
+    which XLA's CPU backend runs element by element and whose zero fills it schedules at the
+    start of the backward pass (four such buffers, 384 MiB, were in the paper-size training
+    step's peak; benchmarks/RESULTS.md). The transpose is written here per axis as a sum of
+    strided slices: each input sums the few outputs (a band around ``factor * i``) it feeds.
+    ``height`` and ``width`` must be integer multiples of ``h`` and ``w``.
+    """
+    return _lerp_axis(_lerp_axis(x, 1, height), 2, width)
+
+
+def _upsample_fwd(x, height, width):
+    # Backward needs only the input's size, dtype and mesh-axis type: a zero-size slice.
+    return _upsample(x, height, width), x[:, :, :, :0]
+
+
+def _upsample_bwd(height, width, x_like, g):
+    _, h, w, _ = x_like.shape
+    d_x = _upsample_transpose_axis(g, 2, w, width // w)
+    d_x = _upsample_transpose_axis(d_x, 1, h, height // h)
+    return (cotangent_like(d_x.astype(x_like.dtype), x_like),)
+
+
+_upsample.defvjp(_upsample_fwd, _upsample_bwd)
 
 
 def upsample_align_corners(x: jnp.ndarray, factor: int = 2) -> jnp.ndarray:
@@ -72,7 +148,7 @@ def upsample_align_corners(x: jnp.ndarray, factor: int = 2) -> jnp.ndarray:
         (N, factor * H, factor * W, C) in x's dtype.
     """
     _, h, w, _ = x.shape
-    return _lerp_axis(_lerp_axis(x, 1, factor * h), 2, factor * w)
+    return _upsample(x, factor * h, factor * w)
 
 
 class SegBottleneck(nn.Module):

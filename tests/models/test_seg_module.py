@@ -14,14 +14,27 @@ from pose2seg_jax.models.seg_module import SegModule, upsample_align_corners
 SIZES = dict(backbone_depth=18, backbone_width=8, fpn_features=16, seg_units=2, seg_width=16)
 
 
-@pytest.mark.parametrize(("h", "w"), [(32, 32), (3, 5), (1, 4)])
-def test_upsample_matches_torch_align_corners(h: int, w: int) -> None:
-    x = np.random.default_rng(h + w).standard_normal((2, 3, h, w)).astype(np.float32)
-    want = F.interpolate(
-        torch.from_numpy(x), scale_factor=2, mode="bilinear", align_corners=True
-    ).numpy()
-    got = upsample_align_corners(jnp.asarray(x.transpose(0, 2, 3, 1)), 2)
-    np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want, atol=1e-5, rtol=0)
+@pytest.mark.parametrize(("h", "w", "factor"), [(32, 32, 2), (3, 5, 2), (1, 4, 2), (4, 6, 3)])
+def test_upsample_matches_torch_align_corners(h: int, w: int, factor: int) -> None:
+    """Values and (hand-written) input gradient against PyTorch's bilinear interpolate."""
+    rng = np.random.default_rng(h + w)
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    weights = rng.standard_normal((2, 3, factor * h, factor * w)).astype(np.float32)
+    x_torch = torch.from_numpy(x).requires_grad_(True)
+    want = F.interpolate(x_torch, scale_factor=factor, mode="bilinear", align_corners=True)
+    (want * torch.from_numpy(weights)).sum().backward()
+
+    def loss(t):
+        y = upsample_align_corners(t, factor)
+        return jnp.sum(y * jnp.asarray(weights.transpose(0, 2, 3, 1))), y
+
+    grad, got = jax.grad(loss, has_aux=True)(jnp.asarray(x.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(
+        np.asarray(got).transpose(0, 3, 1, 2), want.detach().numpy(), atol=1e-5, rtol=0
+    )
+    np.testing.assert_allclose(
+        np.asarray(grad).transpose(0, 3, 1, 2), x_torch.grad.numpy(), atol=1e-5, rtol=1e-5
+    )
 
 
 def _segnet_pair(seed: int) -> tuple[torch.nn.Module, dict]:
