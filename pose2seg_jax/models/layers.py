@@ -470,9 +470,7 @@ class GroupedInputConv(nn.Module):
         use_bias: declare and add a bias.
         input_grad_chunk: the input gradient is computed for this many samples at a time
             (``conv_chunked_input_grad``: bounds the memory of XLA's CPU transposed
-            convolution; the result is the same); None: all at once; "auto": as many as keep
-            that convolution's column buffer under ``AUTO_CHUNK_BYTES`` (at the demo's sizes
-            all at once: chunking small batches only adds kernel launches).
+            convolution; the result is the same); None: all at once.
         dtype: computation dtype.
         param_dtype: parameter dtype.
     """
@@ -482,7 +480,7 @@ class GroupedInputConv(nn.Module):
     strides: int = 1
     padding: int = 0
     use_bias: bool = True
-    input_grad_chunk: int | str | None = "auto"
+    input_grad_chunk: int | None = 2
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -500,14 +498,11 @@ class GroupedInputConv(nn.Module):
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         pad = ((self.padding, self.padding), (self.padding, self.padding))
-        chunk = self.input_grad_chunk
-        if chunk == "auto":
-            chunk = auto_chunk(parts[0].shape, self.kernel_size, self.strides, self.features)
         conv = partial(
             _cast_conv,
             strides=(self.strides, self.strides),
             padding=pad,
-            chunk=chunk,
+            chunk=self.input_grad_chunk,
             dtype=self.dtype,
         )
         out, start = None, 0
@@ -517,26 +512,6 @@ class GroupedInputConv(nn.Module):
             out = y if out is None else out + y
             start += c
         return add_or_split_bias(out, bias, split_bias, self.dtype)
-
-
-# Column-buffer budget of ``GroupedInputConv(input_grad_chunk="auto")``: 2 of the SegModule
-# stem's 32 people at the paper's sizes (51 MiB each), all 8 of the demo's (3 MiB each).
-AUTO_CHUNK_BYTES = 128 * 2**20
-
-
-def auto_chunk(
-    input_shape: tuple[int, ...], kernel_size: tuple[int, int], stride: int, features: int
-) -> int | None:
-    """Samples per group of ``conv_chunked_input_grad`` under ``AUTO_CHUNK_BYTES``.
-
-    XLA's CPU transposed convolution allocates (output positions x kh * kw * C_out) floats per
-    sample. Returns None (no chunking) when the whole batch fits.
-    """
-    samples, height, width = input_shape[:3]
-    positions = -(-height // stride) * -(-width // stride)
-    per_sample = positions * kernel_size[0] * kernel_size[1] * features * 4
-    chunk = max(1, AUTO_CHUNK_BYTES // per_sample)
-    return None if chunk >= samples else int(chunk)
 
 
 def _cast_conv(x, kernel, strides, padding, chunk, dtype):
