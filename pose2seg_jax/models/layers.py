@@ -9,12 +9,16 @@
   lower to the same matrix units.
 - ``BatchNorm``: flax's BatchNorm function and variables, with the residual add and ReLU that
   follow it fused in, a backward pass that keeps only the input and the output
-  (``affine_normalize``), and the preceding conv's bias absorbed (``shift``).
-- ``conv_chunked_input_grad``: a convolution whose input gradient runs a few samples at a time.
+  (``affine_normalize``), and the preceding conv's bias absorbed (``shift``). With
+  ``lazy=True`` it returns the pending output (``Normalized``) for the convolution that consumes
+  it, which then recomputes it in the backward pass instead of storing it (``normalize_into``).
+- ``GroupedInputConv``: a convolution over several channel groups without concatenating them,
+  whose input gradient may run a few samples at a time (``conv_chunked_input_grad``).
+- ``reference_batch_norm``: the networks' BatchNorm settings (PyTorch's defaults).
 
-The last two exist for memory: together they took the paper-size training step's XLA
-temporaries from 11.6 to 8.5 GiB and its peak resident memory from 15.3 to about 11 GiB
-(benchmarks/RESULTS.md).
+All but the first exist for memory: together they took the paper-size training step's XLA
+temporaries from 11.6 to 7.2 GiB and its peak resident memory from 15.3 GiB (1.48x PyTorch's)
+to 9.8 GiB (0.95x; benchmarks/RESULTS.md).
 """
 
 from functools import partial
