@@ -18,7 +18,7 @@
 
 All but the first exist for memory: together they took the paper-size training step's XLA
 temporaries from 11.6 to 7.2 GiB and its peak resident memory from 15.3 GiB (1.48x PyTorch's)
-to 9.8 GiB (0.95x; benchmarks/RESULTS.md).
+to 9.8 GiB (0.95x; 9.7 GiB, 0.94x, with Affine-Align's hand-written gradient; RESULTS.md).
 """
 
 from functools import partial
