@@ -34,11 +34,7 @@ def align_corners_matrix(size_in: int, size_out: int) -> np.ndarray:
     Returns:
         (size_out, size_in) float64 matrix whose rows sum to 1.
     """
-    scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
-    pos = np.arange(size_out, dtype=np.float64) * scale
-    lo = np.clip(np.floor(pos).astype(np.int64), 0, size_in - 1)
-    hi = np.minimum(lo + 1, size_in - 1)
-    frac = pos - lo
+    lo, hi, frac = _lerp_taps(size_in, size_out)
     weights = np.zeros((size_out, size_in), np.float64)
     rows = np.arange(size_out)
     np.add.at(weights, (rows, lo), 1.0 - frac)
