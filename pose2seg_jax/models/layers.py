@@ -15,6 +15,8 @@
 - ``GroupedInputConv``: a convolution over several channel groups without concatenating them,
   whose input gradient may run a few samples at a time (``conv_chunked_input_grad``).
 - ``reference_batch_norm``: the networks' BatchNorm settings (PyTorch's defaults).
+- ``max_pool``: ``nn.max_pool`` with a backward pass that keeps a one-byte argmax instead of
+  XLA's four int32 index maps (the ResNet stem's pool).
 
 All but the first exist for memory: together they took the paper-size training step's XLA
 temporaries from 11.6 to 7.2 GiB and its peak resident memory from 15.3 GiB (1.48x PyTorch's)
@@ -206,13 +208,9 @@ class Normalized:
     def shape(self) -> tuple[int, ...]:
         return self.x.shape
 
-    def materialize(self) -> jax.Array:
-        """The normalised map itself (``affine_normalize``)."""
-        return affine_normalize(self.x, self.mean, self.mul, self.bias, None, self.relu, self.dtype)
-
 
 def normalize_into(conv, inputs: Normalized, kernel: jax.Array) -> jax.Array:
-    """``conv(inputs.materialize(), kernel)``, recomputing the normalised map in the backward pass.
+    """``conv(act((x - mean) * mul + bias), kernel)``, recomputing the map in the backward pass.
 
     Why a hand-written VJP: differentiated as written, the convolution keeps its input (the
     normalised, ReLU-ed map) for its weight gradient, beside the BatchNorm's input ``x`` that
@@ -523,3 +521,82 @@ def _cast_conv(x, kernel, strides, padding, chunk, dtype):
     if chunk is None:
         return _conv_nhwc(x, kernel, strides, padding)
     return conv_chunked_input_grad(x, kernel, strides, padding, chunk)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool(x: jnp.ndarray, window: int = 3, stride: int = 2, padding: int = 1) -> jnp.ndarray:
+    """Square max-pooling (NHWC, padding with -inf) whose backward pass keeps an int8 argmax.
+
+    Why hand-written: XLA lowers the gradient of ``nn.max_pool`` (``select_and_scatter``) on
+    CPU to a variadic reduce-window that tracks the winning position through four int32 index
+    maps of the padded input, then a scatter. For the ResNet stem's 3x3/2 pool of a
+    (4, 256, 256, 64) map that is 454 MiB of temporaries and 194 ms forward + backward; this
+    version stores the index of the winning tap (one byte per output) and writes the gradient
+    as a sum of strided pads, one per tap: 65 MiB and 57 ms (2.3x faster at the demo's size;
+    ``benchmarks/bench_max_pool.py``). The values are ``nn.max_pool``'s; ties go to the first tap in
+    row-major order, as in XLA's and PyTorch's gradients, and a NaN wins as in PyTorch.
+
+    Args:
+        x: (N, H, W, C).
+        window: window side (window * window <= 127 taps).
+        stride: stride in both directions.
+        padding: padding on every side.
+
+    Returns:
+        (N, (H + 2p - window) // stride + 1, (W + 2p - window) // stride + 1, C).
+    """
+    return nn.max_pool(
+        x, (window, window), strides=(stride, stride), padding=((padding,) * 2, (padding,) * 2)
+    )
+
+
+def _pool_taps(x, window, stride, padding):
+    """The window's taps as strided slices of the -inf padded input, in row-major order."""
+    n, h, w, c = x.shape
+    out_h = (h + 2 * padding - window) // stride + 1
+    out_w = (w + 2 * padding - window) // stride + 1
+    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    xp = jnp.pad(x, pad, constant_values=-jnp.inf)
+    for di in range(window):
+        for dj in range(window):
+            end = (n, di + stride * (out_h - 1) + 1, dj + stride * (out_w - 1) + 1, c)
+            yield jax.lax.slice(xp, (0, di, dj, 0), end, (1, stride, stride, 1))
+
+
+def _max_pool_fwd(x, window, stride, padding):
+    if window * window > 127:
+        raise ValueError(f"max_pool keeps an int8 tap index; window {window} has too many taps")
+    best = index = None
+    for k, tap in enumerate(_pool_taps(x, window, stride, padding)):
+        if best is None:
+            best, index = tap, jnp.zeros(tap.shape, jnp.int8)
+            continue
+        take = (tap > best) | jnp.isnan(tap)
+        best = jnp.where(take, tap, best)
+        index = jnp.where(take, jnp.int8(k), index)
+    # The input's height, width and dtype travel as an empty array (residuals are arrays).
+    return best, (index, jnp.zeros((0, *x.shape[1:3]), x.dtype))
+
+
+def _max_pool_bwd(window, stride, padding, residuals, g):
+    index, like_x = residuals
+    n, out_h, out_w, c = g.shape
+    _, h, w = like_x.shape
+    zero = jnp.zeros((), g.dtype)
+    padded = None
+    for k in range(window * window):
+        di, dj = divmod(k, window)
+        # Tap k of output (i, j) is padded input (stride * i + di, stride * j + dj).
+        config = (
+            (0, 0, 0),
+            (di, h + 2 * padding - di - stride * (out_h - 1) - 1, stride - 1),
+            (dj, w + 2 * padding - dj - stride * (out_w - 1) - 1, stride - 1),
+            (0, 0, 0),
+        )
+        part = jax.lax.pad(jnp.where(index == k, g, zero), zero, config)
+        padded = part if padded is None else padded + part
+    d_x = jax.lax.slice(padded, (0, padding, padding, 0), (n, padding + h, padding + w, c))
+    return (d_x.astype(like_x.dtype),)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)

@@ -16,6 +16,7 @@ from pose2seg_jax.models.layers import (
     GroupedInputConv,
     PointwiseConv,
     conv_init,
+    max_pool,
     reference_batch_norm,
 )
 
@@ -190,7 +191,7 @@ class ResNet(nn.Module):
         x = reference_batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype, "bn1")(
             x, relu=True
         )
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, 3, 2, 1)
         bottleneck = is_bottleneck(self.depth)
         in_channels = self.width
         outputs = []

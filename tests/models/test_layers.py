@@ -1,4 +1,4 @@
-"""PointwiseConv against flax's nn.Conv and PyTorch; BatchNorm (also pending into a conv) against flax."""
+"""PointwiseConv against flax and PyTorch; BatchNorm (also pending into a conv) against flax; max_pool against PyTorch."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from pose2seg_jax.models.layers import BatchNorm, GroupedInputConv, Normalized, PointwiseConv
+from pose2seg_jax.models.layers import (
+    BatchNorm,
+    GroupedInputConv,
+    Normalized,
+    PointwiseConv,
+    max_pool,
+)
 
 
 @pytest.mark.parametrize(
@@ -227,3 +233,47 @@ def test_pending_batch_norm_refuses_a_residual() -> None:
     x = jnp.ones((2, 3, 3, 4))
     with pytest.raises(ValueError, match="lazy"):
         BatchNorm().init(jax.random.key(0), x, add=x, lazy=True)
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "stride", "padding"),
+    [
+        ((2, 9, 8, 5), 3, 2, 1),
+        ((1, 8, 8, 3), 2, 2, 0),
+        ((2, 7, 6, 4), 3, 1, 1),
+        ((1, 12, 11, 2), 3, 2, 1),
+    ],
+)
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_max_pool_matches_torch_with_ties(shape, window, stride, padding, with_nan) -> None:
+    rng = np.random.default_rng(0)
+    # Small integers (and ReLU-like zeros) so that most windows hold a tie.
+    x = np.maximum(rng.integers(-2, 3, size=shape), 0).astype(np.float32)
+    if with_nan:
+        x[0, 2, 3, 0] = np.nan
+    y_torch = torch.from_numpy(x.transpose(0, 3, 1, 2)).requires_grad_(True)
+    pooled = torch.nn.functional.max_pool2d(y_torch, window, stride, padding)
+    g = rng.normal(size=pooled.shape).astype(np.float32)
+    pooled.backward(torch.from_numpy(g))
+    expected_y = pooled.detach().numpy().transpose(0, 2, 3, 1)
+    expected_dx = y_torch.grad.numpy().transpose(0, 2, 3, 1)
+
+    fn = jax.jit(lambda t: jax.vjp(lambda u: max_pool(u, window, stride, padding), t))
+    y, vjp = fn(jnp.asarray(x))
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(y, max_pool(jnp.asarray(x), window, stride, padding))
+    (dx,) = vjp(jnp.asarray(g.transpose(0, 2, 3, 1)))
+    # Sums of the same terms in another order: equal within rounding.
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-6, atol=1e-6)
+    if not with_nan:
+        # XLA's own gradient of nn.max_pool picks the same taps.
+        pad = ((padding, padding), (padding, padding))
+        _, flax_vjp = jax.vjp(lambda u: nn.max_pool(u, (window,) * 2, (stride,) * 2, pad), x)
+        np.testing.assert_allclose(
+            dx, flax_vjp(jnp.asarray(g.transpose(0, 2, 3, 1)))[0], rtol=1e-6, atol=1e-6
+        )
+
+
+def test_max_pool_refuses_a_window_beyond_its_index_type() -> None:
+    with pytest.raises(ValueError, match="int8"):
+        jax.grad(lambda u: max_pool(u, 12, 1, 0).sum())(jnp.ones((1, 12, 12, 1)))

@@ -1,0 +1,81 @@
+"""The ResNet stem's 3x3/2 max-pool, forward + backward: ``layers.max_pool`` against flax's.
+
+``layers.max_pool`` keeps a one-byte argmax and writes the gradient as strided pads;
+``nn.max_pool`` is left to ``jax.grad`` (XLA's select-and-scatter, which tracks the winner
+through int32 index maps). Both are compiled here, checked to agree, and timed interleaved
+(median of ``--rounds``) at the demo's and the paper's stem sizes, with XLA's temporary memory.
+
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 .venv/bin/python benchmarks/bench_max_pool.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pose2seg_jax.models import layers
+
+SIZES = {  # name: the stem's BatchNorm + ReLU output (N, H, W, C)
+    "demo (configs/synthetic.py)": (2, 144, 144, 16),
+    "paper (bench_train.py)": (4, 256, 256, 64),
+}
+
+
+def measure(name: str, shape: tuple[int, ...], rounds: int) -> None:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(np.maximum(rng.normal(size=shape), 0), jnp.float32)
+    out_shape = (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
+    weights = jnp.asarray(rng.normal(size=out_shape), jnp.float32)
+
+    def compiled(pool):
+        return jax.jit(jax.grad(lambda t: jnp.sum(pool(t) * weights))).lower(x).compile()
+
+    ours = compiled(lambda t: layers.max_pool(t, 3, 2, 1))
+    xla = compiled(lambda t: nn.max_pool(t, (3, 3), (2, 2), ((1, 1), (1, 1))))
+    difference = float(jnp.max(jnp.abs(ours(x) - xla(x))))
+    times = {"ours": [], "xla": []}
+    for _ in range(rounds):
+        for label, fn in (("ours", ours), ("xla", xla)):
+            start = time.perf_counter()
+            fn(x).block_until_ready()
+            times[label].append(time.perf_counter() - start)
+    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    temp = {
+        "ours": ours.memory_analysis().temp_size_in_bytes / 2**20,
+        "xla": xla.memory_analysis().temp_size_in_bytes / 2**20,
+    }
+    print(
+        f"| {name} | {shape} | {med['xla']:.1f} | {med['ours']:.1f} "
+        f"| {med['xla'] / med['ours']:.1f}x | {temp['xla']:.0f} | {temp['ours']:.0f} "
+        f"| {difference:.1e} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    print(
+        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; machine: "
+        f"{platform.machine()}, {os.cpu_count()} CPUs; jax {jax.__version__}; "
+        f"load average before: {os.getloadavg()[0]:.2f}; median of {args.rounds} interleaved rounds"
+    )
+    print()
+    print(
+        "| sizes | input | nn.max_pool + autodiff ms | layers.max_pool ms | speed-up "
+        "| autodiff temp MiB | layers.max_pool temp MiB | max abs difference |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, shape in SIZES.items():
+        measure(name, shape, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
