@@ -13,7 +13,9 @@
   ``lazy=True`` it returns the pending output (``Normalized``) for the convolution that consumes
   it, which then recomputes it in the backward pass instead of storing it (``normalize_into``).
 - ``GroupedInputConv``: a convolution over several channel groups without concatenating them,
-  whose input gradient may run a few samples at a time (``conv_chunked_input_grad``).
+  whose input gradient may run a few samples at a time (``conv_chunked_input_grad``), or whose
+  kernel gradient may be one matrix product over the input's patches
+  (``conv_patches_kernel_grad``, the ResNet stem).
 - ``reference_batch_norm``: the networks' BatchNorm settings (PyTorch's defaults).
 - ``max_pool``: ``nn.max_pool`` with a backward pass that keeps a one-byte argmax instead of
   XLA's four int32 index maps (the ResNet stem's pool).
@@ -449,6 +451,81 @@ def _conv_chunked_bwd(strides, padding, chunk, residuals, g):
 conv_chunked_input_grad.defvjp(_conv_chunked_fwd, _conv_chunked_bwd)
 
 
+# The largest patch matrix ``conv_patches_kernel_grad`` builds at once.
+PATCH_BYTES = 64 * 2**20
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_patches_kernel_grad(x, kernel, strides, padding):
+    """An NHWC convolution whose kernel gradient is one matrix product over the input's patches.
+
+    Why: XLA's CPU backend computes the kernel gradient of a strided convolution as a
+    convolution with a dilated window (the output gradient as the window), which ran the
+    ResNet stem's (7x7/2, 3 input channels) at 38 ms for the demo's two 288-pixel images and
+    971 ms for the paper's four 512-pixel ones (a sixth of the demo's training step). Over few
+    input channels the patches are small: the (kh * kw * C_in, N * H' * W') patch matrix,
+    gathered channel-first by strided slices, times the (N * H' * W', C_out) output gradient
+    takes 14 and 135 ms (``benchmarks/bench_stem_grad.py``); samples are grouped so that no
+    patch matrix exceeds ``PATCH_BYTES``. The input gradient stays XLA's (and is dropped when,
+    as for images, nothing needs it).
+
+    Args:
+        x: (N, H, W, C_in), C_in small (the patch matrix holds kh * kw copies of the input).
+        kernel: (kh, kw, C_in, C_out).
+        strides: (sh, sw).
+        padding: ((top, bottom), (left, right)).
+
+    Returns:
+        (N, H', W', C_out).
+    """
+    return _conv_nhwc(x, kernel, strides, padding)
+
+
+def _conv_patches_fwd(x, kernel, strides, padding):
+    return _conv_nhwc(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_patches_bwd(strides, padding, residuals, g):
+    x, kernel = residuals
+    kh, kw, c, _ = kernel.shape
+    # Samples per patch matrix: at most PATCH_BYTES of patches, the groups one after the other.
+    sample_bytes = kh * kw * c * g.shape[1] * g.shape[2] * x.dtype.itemsize
+    group = max(1, PATCH_BYTES // sample_bytes)
+    d_kernel = None
+    for start in range(0, x.shape[0], group):
+        x_group, g_group = x[start : start + group], g[start : start + group]
+        if d_kernel is not None:
+            x_group, g_group, d_kernel = jax.lax.optimization_barrier((x_group, g_group, d_kernel))
+        part = _patches_kernel_grad(x_group, g_group, kernel.shape, strides, padding)
+        d_kernel = part if d_kernel is None else d_kernel + part
+    _, input_vjp = jax.vjp(lambda t: _conv_nhwc(t, kernel, strides, padding), x)
+    (d_x,) = input_vjp(g)
+    return cotangent_like(d_x, x), cotangent_like(d_kernel.astype(kernel.dtype), kernel)
+
+
+def _patches_kernel_grad(x, g, kernel_shape, strides, padding):
+    """sum over positions of patch outer g, for x (N, H, W, C_in) and g (N, H', W', C_out)."""
+    kh, kw, c, features = kernel_shape
+    n, out_h, out_w, _ = g.shape
+    (sh, sw), (pad_h, pad_w) = strides, padding
+    xt = jnp.pad(jnp.transpose(x, (3, 0, 1, 2)), ((0, 0), (0, 0), pad_h, pad_w))
+    taps = [
+        jax.lax.slice(
+            xt,
+            (0, 0, i, j),
+            (c, n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1),
+            (1, 1, sh, sw),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    patches = jnp.stack(taps).reshape(kh * kw * c, n * out_h * out_w)
+    return (patches @ g.reshape(n * out_h * out_w, features)).reshape(kernel_shape)
+
+
+conv_patches_kernel_grad.defvjp(_conv_patches_fwd, _conv_patches_bwd)
+
+
 # Kaiming normal (fan_out, ReLU gain): the reference's initialisation of every convolution.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -473,6 +550,9 @@ class GroupedInputConv(nn.Module):
         input_grad_chunk: the input gradient is computed for this many samples at a time
             (``conv_chunked_input_grad``: bounds the memory of XLA's CPU transposed
             convolution; the result is the same); None: all at once.
+        kernel_grad_from_patches: compute the kernel gradient as one matrix product over the
+            input's patches (``conv_patches_kernel_grad``; for few input channels, as the
+            ResNet stem's three); excludes ``input_grad_chunk``.
         dtype: computation dtype.
         param_dtype: parameter dtype.
     """
@@ -483,6 +563,7 @@ class GroupedInputConv(nn.Module):
     padding: int = 0
     use_bias: bool = True
     input_grad_chunk: int | None = 2
+    kernel_grad_from_patches: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -499,12 +580,16 @@ class GroupedInputConv(nn.Module):
         bias = None
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        if self.kernel_grad_from_patches and self.input_grad_chunk is not None:
+            raise ValueError(
+                "GroupedInputConv: kernel_grad_from_patches needs input_grad_chunk=None"
+            )
         pad = ((self.padding, self.padding), (self.padding, self.padding))
         conv = partial(
             _cast_conv,
             strides=(self.strides, self.strides),
             padding=pad,
-            chunk=self.input_grad_chunk,
+            chunk="patches" if self.kernel_grad_from_patches else self.input_grad_chunk,
             dtype=self.dtype,
         )
         out, start = None, 0
@@ -517,9 +602,12 @@ class GroupedInputConv(nn.Module):
 
 
 def _cast_conv(x, kernel, strides, padding, chunk, dtype):
+    """The convolution in ``dtype``; ``chunk``: None, a group size, or "patches"."""
     x, kernel = x.astype(dtype), kernel.astype(dtype)
     if chunk is None:
         return _conv_nhwc(x, kernel, strides, padding)
+    if chunk == "patches":
+        return conv_patches_kernel_grad(x, kernel, strides, padding)
     return conv_chunked_input_grad(x, kernel, strides, padding, chunk)
 
 

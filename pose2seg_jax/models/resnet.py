@@ -177,13 +177,14 @@ class ResNet(nn.Module):
             )
         if self.layout not in LAYOUTS:
             raise ValueError(f"ResNet layout {self.layout!r} is unknown; use one of {LAYOUTS}")
-        x = nn.Conv(
+        x = GroupedInputConv(
             self.width,
             (7, 7),
             strides=2,
-            padding=((3, 3), (3, 3)),
+            padding=3,
             use_bias=False,
-            kernel_init=conv_init,
+            input_grad_chunk=None,
+            kernel_grad_from_patches=True,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="conv1",

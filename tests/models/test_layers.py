@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from pose2seg_jax.models import layers
 from pose2seg_jax.models.layers import (
     BatchNorm,
     GroupedInputConv,
     Normalized,
     PointwiseConv,
+    conv_patches_kernel_grad,
     max_pool,
 )
 
@@ -277,3 +279,58 @@ def test_max_pool_matches_torch_with_ties(shape, window, stride, padding, with_n
 def test_max_pool_refuses_a_window_beyond_its_index_type() -> None:
     with pytest.raises(ValueError, match="int8"):
         jax.grad(lambda u: max_pool(u, 12, 1, 0).sum())(jnp.ones((1, 12, 12, 1)))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel", "stride", "padding"),
+    [
+        ((2, 17, 15, 3), 7, 2, 3),
+        ((1, 9, 9, 4), 3, 1, 1),
+        ((2, 12, 10, 3), 5, 2, 2),
+        ((1, 8, 8, 2), 2, 2, 0),
+    ],
+)
+@pytest.mark.parametrize("one_sample_at_a_time", [False, True])
+def test_patches_kernel_gradient_matches_xla(
+    shape, kernel, stride, padding, one_sample_at_a_time, monkeypatch
+) -> None:
+    if one_sample_at_a_time:
+        monkeypatch.setattr(layers, "PATCH_BYTES", 1)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(kernel, kernel, shape[-1], 5)), jnp.float32)
+    pad = ((padding, padding), (padding, padding))
+
+    def plain(t, w):
+        dims = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(t, w, (stride, stride), pad, dimension_numbers=dims)
+
+    y, vjp = jax.vjp(lambda t, w: conv_patches_kernel_grad(t, w, (stride, stride), pad), x, k)
+    y_ref, vjp_ref = jax.vjp(plain, x, k)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    for ours, expected in zip(vjp(g), vjp_ref(g)):
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_grouped_conv_with_patches_kernel_gradient_matches_flax_conv() -> None:
+    x = jax.random.normal(jax.random.key(0), (2, 20, 18, 3))
+    ours = GroupedInputConv(
+        6,
+        (7, 7),
+        strides=2,
+        padding=3,
+        use_bias=False,
+        input_grad_chunk=None,
+        kernel_grad_from_patches=True,
+    )
+    conv = nn.Conv(6, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False)
+    variables = ours.init(jax.random.key(1), x)
+    loss = lambda module: lambda v, t: jnp.sum(jnp.sin(module.apply(v, t)))
+    value, grads = jax.jit(jax.value_and_grad(loss(ours), argnums=(0, 1)))(variables, x)
+    value_ref, grads_ref = jax.value_and_grad(loss(conv), argnums=(0, 1))(variables, x)
+    np.testing.assert_allclose(value, value_ref, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="input_grad_chunk=None"):
+        GroupedInputConv(6, (7, 7), kernel_grad_from_patches=True).init(jax.random.key(1), x)

@@ -1,0 +1,84 @@
+"""The ResNet stem's kernel gradient: a matrix product over patches against XLA's convolution.
+
+``layers.conv_patches_kernel_grad`` computes the 7x7/2 stem's kernel gradient as the
+(49 * 3, N * H' * W') patch matrix times the output gradient; the other side is the plain
+convolution left to ``jax.vjp`` (XLA's window-dilated convolution). Both are compiled here,
+checked to agree, and timed interleaved (median of ``--rounds``) at the demo's and the paper's
+stem sizes, with XLA's temporary memory of each.
+
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 .venv/bin/python benchmarks/bench_stem_grad.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pose2seg_jax.models import layers
+
+SIZES = {  # name: (input images (N, H, W, 3), stem channels)
+    "demo (configs/synthetic.py)": ((2, 288, 288, 3), 16),
+    "paper (bench_train.py)": ((4, 512, 512, 3), 64),
+}
+STRIDES, PADDING = (2, 2), ((3, 3), (3, 3))
+
+
+def measure(name: str, shape: tuple[int, ...], features: int, rounds: int) -> None:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(7, 7, shape[-1], features)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(shape[0], shape[1] // 2, shape[2] // 2, features)))
+
+    def compiled(conv):
+        kernel_grad = lambda t, k, c: jax.vjp(lambda w: conv(t, w, STRIDES, PADDING), k)[1](c)[0]
+        return jax.jit(kernel_grad).lower(x, kernel, g).compile()
+
+    ours = compiled(layers.conv_patches_kernel_grad)
+    xla = compiled(layers._conv_nhwc)
+    expected = xla(x, kernel, g)
+    difference = float(jnp.max(jnp.abs(ours(x, kernel, g) - expected)) / jnp.max(jnp.abs(expected)))
+    times = {"ours": [], "xla": []}
+    for _ in range(rounds):
+        for label, fn in (("ours", ours), ("xla", xla)):
+            start = time.perf_counter()
+            fn(x, kernel, g).block_until_ready()
+            times[label].append(time.perf_counter() - start)
+    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    temp = {
+        "ours": ours.memory_analysis().temp_size_in_bytes / 2**20,
+        "xla": xla.memory_analysis().temp_size_in_bytes / 2**20,
+    }
+    print(
+        f"| {name} | {shape} -> {features} | {med['xla']:.1f} | {med['ours']:.1f} "
+        f"| {med['xla'] / med['ours']:.1f}x | {temp['xla']:.0f} | {temp['ours']:.0f} "
+        f"| {difference:.1e} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    print(
+        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; machine: "
+        f"{platform.machine()}, {os.cpu_count()} CPUs; jax {jax.__version__}; "
+        f"load average before: {os.getloadavg()[0]:.2f}; median of {args.rounds} interleaved rounds"
+    )
+    print()
+    print(
+        "| sizes | stem | XLA convolution ms | patches x gradient ms | speed-up "
+        "| XLA temp MiB | patches temp MiB | max difference (relative to max) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (shape, features) in SIZES.items():
+        measure(name, shape, features, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
