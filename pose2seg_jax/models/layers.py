@@ -412,7 +412,8 @@ def conv_chunked_input_grad(x, kernel, strides, padding, chunk):
     the SegModule's 7x7/2 stem over 32 people that buffer is 1.5 GiB, and it set the training
     step's peak memory (found with gdb on the allocation; benchmarks/RESULTS.md). Computing
     the gradient group by group, each group waiting for the previous one, keeps one group's
-    buffer at a time; the arithmetic and the result are unchanged.
+    buffer at a time. A strided convolution's groups avoid that path altogether:
+    ``conv_input_grad_by_phases`` computes them as stride-1 convolutions.
 
     Args:
         x: (N, H, W, C_in).
@@ -441,9 +442,12 @@ def _conv_chunked_bwd(strides, padding, chunk, residuals, g):
         if parts:
             # Order the groups (XLA could otherwise run independent ones at the same time).
             g_group, parts[-1] = jax.lax.optimization_barrier((g_group, parts[-1]))
-        x_group = x[start : start + chunk]
-        _, input_vjp = jax.vjp(lambda t: _conv_nhwc(t, kernel, strides, padding), x_group)
-        parts.append(input_vjp(g_group)[0])
+        if max(strides) > 1:
+            parts.append(conv_input_grad_by_phases(g_group, kernel, x.shape[1:3], strides, padding))
+        else:
+            x_group = x[start : start + chunk]
+            _, input_vjp = jax.vjp(lambda t: _conv_nhwc(t, kernel, strides, padding), x_group)
+            parts.append(input_vjp(g_group)[0])
     d_x = jnp.concatenate(parts, axis=0)
     return cotangent_like(d_x, x), cotangent_like(d_kernel, kernel)
 
@@ -524,6 +528,51 @@ def _patches_kernel_grad(x, g, kernel_shape, strides, padding):
 
 
 conv_patches_kernel_grad.defvjp(_conv_patches_fwd, _conv_patches_bwd)
+
+
+def conv_input_grad_by_phases(g, kernel, in_hw, strides, padding):
+    """The input gradient of a strided NHWC convolution as stride-1 convolutions, one per phase.
+
+    Why: XLA's CPU backend runs the input gradient of a strided convolution as a transposed
+    convolution (``EigenTransposedConv2D``: a column buffer of kh * kw * C_out floats per input
+    position, then a scatter-add of the columns). Split by the parity of the (padded) input
+    position instead: the rows r = s * u + a only receive the kernel taps a, a + s, ..., so each
+    of the s_h * s_w phases is an ordinary stride-1 convolution of the output gradient with the
+    flipped sub-kernel, which XLA runs as a forward convolution (its fast path), with no column
+    buffer. The SegModule stem's (7x7/2, 8 people, 64x64x16) ran 3.4x faster than XLA's, the
+    paper's (32 people, 64x64x256) 1.5x (benchmarks/RESULTS.md); the result is the same sum.
+
+    Args:
+        g: (N, H', W', C_out) gradient of the convolution's output.
+        kernel: (kh, kw, C_in, C_out).
+        in_hw: (H, W) of the convolution's input.
+        strides: (sh, sw).
+        padding: ((top, bottom), (left, right)).
+
+    Returns:
+        (N, H, W, C_in).
+    """
+    n, out_h, out_w, _ = g.shape
+    (sh, sw), ((top, bottom), (left, right)) = strides, padding
+    height, width = in_hw
+    # Phase (a, b) holds the padded input positions (sh * u + a, sw * v + b).
+    rows, cols = -(-(height + top + bottom) // sh), -(-(width + left + right) // sw)
+    phases = []
+    for a in range(sh):
+        for b in range(sw):
+            sub = kernel[a::sh, b::sw]
+            taps_h, taps_w = sub.shape[:2]
+            if taps_h == 0 or taps_w == 0:
+                phases.append(jnp.zeros((n, rows, cols, kernel.shape[2]), g.dtype))
+                continue
+            # dx[s u + a] = sum_m g[u - m] W[a + s m]: a correlation with the flipped taps.
+            sub = jnp.flip(sub, (0, 1)).transpose(0, 1, 3, 2)
+            pad = ((taps_h - 1, rows - out_h), (taps_w - 1, cols - out_w))
+            phases.append(_conv_nhwc(g, sub, (1, 1), pad))
+    c_in = kernel.shape[2]
+    full = jnp.stack(phases, axis=3).reshape(n, rows, cols, sh, sw, c_in)
+    full = full.transpose(0, 1, 3, 2, 4, 5).reshape(n, rows * sh, cols * sw, c_in)
+    return full[:, top : top + height, left : left + width]
 
 
 # Kaiming normal (fan_out, ReLU gain): the reference's initialisation of every convolution.

@@ -13,6 +13,7 @@ from pose2seg_jax.models.layers import (
     GroupedInputConv,
     Normalized,
     PointwiseConv,
+    conv_input_grad_by_phases,
     conv_patches_kernel_grad,
     max_pool,
 )
@@ -334,3 +335,28 @@ def test_grouped_conv_with_patches_kernel_gradient_matches_flax_conv() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="input_grad_chunk=None"):
         GroupedInputConv(6, (7, 7), kernel_grad_from_patches=True).init(jax.random.key(1), x)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel", "strides", "padding"),
+    [
+        ((2, 16, 16, 5), (7, 7), (2, 2), ((3, 3), (3, 3))),
+        ((1, 15, 13, 4), (3, 3), (2, 2), ((1, 1), (1, 1))),
+        ((2, 11, 12, 3), (3, 3), (3, 3), ((0, 0), (0, 0))),
+        ((1, 10, 9, 3), (4, 3), (2, 1), ((1, 2), (0, 1))),
+        ((2, 9, 9, 2), (1, 1), (2, 2), ((0, 0), (0, 0))),
+    ],
+)
+def test_input_gradient_by_phases_matches_xla(shape, kernel, strides, padding) -> None:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(*kernel, shape[-1], 6)), jnp.float32)
+    dims = ("NHWC", "HWIO", "NHWC")
+    y, vjp = jax.vjp(
+        lambda t: jax.lax.conv_general_dilated(t, k, strides, padding, dimension_numbers=dims), x
+    )
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    ours = jax.jit(conv_input_grad_by_phases, static_argnums=(2, 3, 4))(
+        g, k, shape[1:3], strides, padding
+    )
+    np.testing.assert_allclose(ours, vjp(g)[0], rtol=1e-5, atol=1e-5)
