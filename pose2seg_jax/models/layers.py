@@ -20,9 +20,12 @@
 - ``max_pool``: ``nn.max_pool`` with a backward pass that keeps a one-byte argmax instead of
   XLA's four int32 index maps (the ResNet stem's pool).
 
-All but the first exist for memory: together they took the paper-size training step's XLA
-temporaries from 11.6 to 7.2 GiB and its peak resident memory from 15.3 GiB (1.48x PyTorch's)
-to 9.8 GiB (0.95x; 9.7 GiB, 0.94x, with Affine-Align's hand-written gradient; RESULTS.md).
+The BatchNorm pieces and the chunked input gradient exist for memory: together they took the
+paper-size training step's XLA temporaries from 11.6 to 7.2 GiB and its peak resident memory
+from 15.3 GiB (1.48x PyTorch's) to 9.8 GiB (0.95x; 9.7 GiB, 0.94x, with Affine-Align's
+hand-written gradient; RESULTS.md). The stem's patch-matrix kernel gradient, the strided
+input gradient by phases and ``max_pool`` exist for speed (XLA's CPU lowering of those
+gradients was the largest single cost of the demo's training step).
 """
 
 from functools import partial
@@ -524,7 +527,11 @@ def _patches_kernel_grad(x, g, kernel_shape, strides, padding):
         for j in range(kw)
     ]
     patches = jnp.stack(taps).reshape(kh * kw * c, n * out_h * out_w)
-    return (patches @ g.reshape(n * out_h * out_w, features)).reshape(kernel_shape)
+    # Sums over every position of the batch: accumulated in float32 also for bfloat16 inputs.
+    d_kernel = jax.lax.dot(
+        patches, g.reshape(n * out_h * out_w, features), preferred_element_type=jnp.float32
+    )
+    return d_kernel.reshape(kernel_shape)
 
 
 conv_patches_kernel_grad.defvjp(_conv_patches_fwd, _conv_patches_bwd)
