@@ -23,8 +23,8 @@
 The BatchNorm pieces and the chunked input gradient exist for memory: together they took the
 paper-size training step's XLA temporaries from 11.6 to 7.2 GiB and its peak resident memory
 from 15.3 GiB (1.48x PyTorch's) to 9.8 GiB (0.95x; 9.7 GiB, 0.94x, with Affine-Align's
-hand-written gradient; 8.8 GiB, 0.87x, with the strided input gradients by phases, which
-avoid Eigen's column buffer; RESULTS.md). The stem's patch-matrix kernel gradient, the strided
+hand-written gradient; 8.8 GiB, 0.87x, after the stem's gradients below replaced two Eigen
+kernels; RESULTS.md). The stem's patch-matrix kernel gradient, the strided
 input gradient by phases and ``max_pool`` exist for speed (XLA's CPU lowering of those
 gradients was the largest single cost of the demo's training step).
 """
