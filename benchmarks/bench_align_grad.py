@@ -11,10 +11,8 @@ demo's sizes and the paper's, with XLA's temporary memory of each.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import time
 
+import interleaved
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,25 +51,20 @@ def measure(name: str, sizes: tuple[int, ...], rounds: int) -> None:
         loss = lambda f: jnp.sum(sample(f) * weights)
         return jax.jit(jax.grad(loss)).lower(features).compile()
 
-    ours = compiled(lambda f: align.align_people(f, matrices, align_size=size))
-    autodiff = compiled(lambda f: align._sample_people(f, matrices, size, "reference"))
-    difference = float(jnp.max(jnp.abs(ours(features) - autodiff(features))))
-    times = {"hand-written": [], "autodiff": []}
-    for _ in range(rounds):
-        for label, fn in (("hand-written", ours), ("autodiff", autodiff)):
-            start = time.perf_counter()
-            fn(features).block_until_ready()
-            times[label].append(time.perf_counter() - start)
-    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-    temp = {
-        "hand-written": ours.memory_analysis().temp_size_in_bytes / 2**20,
-        "autodiff": autodiff.memory_analysis().temp_size_in_bytes / 2**20,
-    }
+    result = interleaved.compare(
+        {
+            "autodiff": compiled(lambda f: align._sample_people(f, matrices, size, "reference")),
+            "hand-written": compiled(lambda f: align.align_people(f, matrices, align_size=size)),
+        },
+        (features,),
+        rounds,
+    )
+    med, temp = result["ms"], result["temp_mib"]
     print(
         f"| {name} | {images}x{people} people, {side}x{side}x{channels} -> {size}x{size} "
         f"| {med['autodiff']:.1f} | {med['hand-written']:.1f} "
         f"| {med['autodiff'] / med['hand-written']:.1f}x | {temp['autodiff']:.0f} "
-        f"| {temp['hand-written']:.0f} | {difference:.1e} |"
+        f"| {temp['hand-written']:.0f} | {result['difference']:.1e} |"
     )
 
 
@@ -79,11 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
-    print(
-        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; machine: "
-        f"{platform.machine()}, {os.cpu_count()} CPUs; jax {jax.__version__}; "
-        f"load average before: {os.getloadavg()[0]:.2f}; median of {args.rounds} interleaved rounds"
-    )
+    print(interleaved.header(args.rounds))
     print()
     print(
         "| sizes | shape | autodiff ms | hand-written ms | speed-up | autodiff temp MiB "

@@ -11,11 +11,9 @@ through int32 index maps). Both are compiled here, checked to agree, and timed i
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import time
 
 import flax.linen as nn
+import interleaved
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,24 +35,19 @@ def measure(name: str, shape: tuple[int, ...], rounds: int) -> None:
     def compiled(pool):
         return jax.jit(jax.grad(lambda t: jnp.sum(pool(t) * weights))).lower(x).compile()
 
-    ours = compiled(lambda t: layers.max_pool(t, 3, 2, 1))
-    xla = compiled(lambda t: nn.max_pool(t, (3, 3), (2, 2), ((1, 1), (1, 1))))
-    difference = float(jnp.max(jnp.abs(ours(x) - xla(x))))
-    times = {"ours": [], "xla": []}
-    for _ in range(rounds):
-        for label, fn in (("ours", ours), ("xla", xla)):
-            start = time.perf_counter()
-            fn(x).block_until_ready()
-            times[label].append(time.perf_counter() - start)
-    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-    temp = {
-        "ours": ours.memory_analysis().temp_size_in_bytes / 2**20,
-        "xla": xla.memory_analysis().temp_size_in_bytes / 2**20,
-    }
+    result = interleaved.compare(
+        {
+            "xla": compiled(lambda t: nn.max_pool(t, (3, 3), (2, 2), ((1, 1), (1, 1)))),
+            "ours": compiled(lambda t: layers.max_pool(t, 3, 2, 1)),
+        },
+        (x,),
+        rounds,
+    )
+    med, temp = result["ms"], result["temp_mib"]
     print(
         f"| {name} | {shape} | {med['xla']:.1f} | {med['ours']:.1f} "
         f"| {med['xla'] / med['ours']:.1f}x | {temp['xla']:.0f} | {temp['ours']:.0f} "
-        f"| {difference:.1e} |"
+        f"| {result['difference']:.1e} |"
     )
 
 
@@ -62,11 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    print(
-        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; machine: "
-        f"{platform.machine()}, {os.cpu_count()} CPUs; jax {jax.__version__}; "
-        f"load average before: {os.getloadavg()[0]:.2f}; median of {args.rounds} interleaved rounds"
-    )
+    print(interleaved.header(args.rounds))
     print()
     print(
         "| sizes | input | nn.max_pool + autodiff ms | layers.max_pool ms | speed-up "

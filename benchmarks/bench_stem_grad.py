@@ -12,10 +12,8 @@ stem sizes, with XLA's temporary memory of each.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import time
 
+import interleaved
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,25 +37,17 @@ def measure(name: str, shape: tuple[int, ...], features: int, rounds: int) -> No
         kernel_grad = lambda t, k, c: jax.vjp(lambda w: conv(t, w, STRIDES, PADDING), k)[1](c)[0]
         return jax.jit(kernel_grad).lower(x, kernel, g).compile()
 
-    ours = compiled(layers.conv_patches_kernel_grad)
-    xla = compiled(layers._conv_nhwc)
-    expected = xla(x, kernel, g)
-    difference = float(jnp.max(jnp.abs(ours(x, kernel, g) - expected)) / jnp.max(jnp.abs(expected)))
-    times = {"ours": [], "xla": []}
-    for _ in range(rounds):
-        for label, fn in (("ours", ours), ("xla", xla)):
-            start = time.perf_counter()
-            fn(x, kernel, g).block_until_ready()
-            times[label].append(time.perf_counter() - start)
-    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-    temp = {
-        "ours": ours.memory_analysis().temp_size_in_bytes / 2**20,
-        "xla": xla.memory_analysis().temp_size_in_bytes / 2**20,
-    }
+    result = interleaved.compare(
+        {"xla": compiled(layers._conv_nhwc), "ours": compiled(layers.conv_patches_kernel_grad)},
+        (x, kernel, g),
+        rounds,
+        relative=True,
+    )
+    med, temp = result["ms"], result["temp_mib"]
     print(
         f"| {name} | {shape} -> {features} | {med['xla']:.1f} | {med['ours']:.1f} "
         f"| {med['xla'] / med['ours']:.1f}x | {temp['xla']:.0f} | {temp['ours']:.0f} "
-        f"| {difference:.1e} |"
+        f"| {result['difference']:.1e} |"
     )
 
 
@@ -65,11 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    print(
-        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; machine: "
-        f"{platform.machine()}, {os.cpu_count()} CPUs; jax {jax.__version__}; "
-        f"load average before: {os.getloadavg()[0]:.2f}; median of {args.rounds} interleaved rounds"
-    )
+    print(interleaved.header(args.rounds))
     print()
     print(
         "| sizes | stem | XLA convolution ms | patches x gradient ms | speed-up "
