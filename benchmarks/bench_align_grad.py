@@ -59,12 +59,10 @@ def measure(name: str, sizes: tuple[int, ...], rounds: int) -> None:
         (features,),
         rounds,
     )
-    med, temp = result["ms"], result["temp_mib"]
     print(
-        f"| {name} | {images}x{people} people, {side}x{side}x{channels} -> {size}x{size} "
-        f"| {med['autodiff']:.1f} | {med['hand-written']:.1f} "
-        f"| {med['autodiff'] / med['hand-written']:.1f}x | {temp['autodiff']:.0f} "
-        f"| {temp['hand-written']:.0f} | {result['difference']:.1e} |"
+        interleaved.row(
+            [name, f"{images}x{people} people, {side}x{side}x{channels} -> {size}x{size}"], result
+        )
     )
 
 
@@ -72,13 +70,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
-    print(interleaved.header(args.rounds))
-    print()
-    print(
-        "| sizes | shape | autodiff ms | hand-written ms | speed-up | autodiff temp MiB "
-        "| hand-written temp MiB | max abs difference |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    columns = [
+        "sizes",
+        "shape",
+        "autodiff ms",
+        "hand-written ms",
+        "speed-up",
+        "autodiff temp MiB",
+        "hand-written temp MiB",
+        "max abs difference",
+    ]
+    interleaved.print_head(args.rounds, columns)
     for name, sizes in SIZES.items():
         measure(name, sizes, args.rounds)
 

@@ -43,25 +43,24 @@ def measure(name: str, shape: tuple[int, ...], rounds: int) -> None:
         (x,),
         rounds,
     )
-    med, temp = result["ms"], result["temp_mib"]
-    print(
-        f"| {name} | {shape} | {med['xla']:.1f} | {med['ours']:.1f} "
-        f"| {med['xla'] / med['ours']:.1f}x | {temp['xla']:.0f} | {temp['ours']:.0f} "
-        f"| {result['difference']:.1e} |"
-    )
+    print(interleaved.row([name, f"{shape}"], result))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    print(interleaved.header(args.rounds))
-    print()
-    print(
-        "| sizes | input | nn.max_pool + autodiff ms | layers.max_pool ms | speed-up "
-        "| autodiff temp MiB | layers.max_pool temp MiB | max abs difference |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    columns = [
+        "sizes",
+        "input",
+        "nn.max_pool + autodiff ms",
+        "layers.max_pool ms",
+        "speed-up",
+        "autodiff temp MiB",
+        "layers.max_pool temp MiB",
+        "max abs difference",
+    ]
+    interleaved.print_head(args.rounds, columns)
     for name, shape in SIZES.items():
         measure(name, shape, args.rounds)
 

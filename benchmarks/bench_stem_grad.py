@@ -43,25 +43,24 @@ def measure(name: str, shape: tuple[int, ...], features: int, rounds: int) -> No
         rounds,
         relative=True,
     )
-    med, temp = result["ms"], result["temp_mib"]
-    print(
-        f"| {name} | {shape} -> {features} | {med['xla']:.1f} | {med['ours']:.1f} "
-        f"| {med['xla'] / med['ours']:.1f}x | {temp['xla']:.0f} | {temp['ours']:.0f} "
-        f"| {result['difference']:.1e} |"
-    )
+    print(interleaved.row([name, f"{shape} -> {features}"], result))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    print(interleaved.header(args.rounds))
-    print()
-    print(
-        "| sizes | stem | XLA convolution ms | patches x gradient ms | speed-up "
-        "| XLA temp MiB | patches temp MiB | max difference (relative to max) |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    columns = [
+        "sizes",
+        "stem",
+        "XLA convolution ms",
+        "patches x gradient ms",
+        "speed-up",
+        "XLA temp MiB",
+        "patches temp MiB",
+        "max difference (relative to max)",
+    ]
+    interleaved.print_head(args.rounds, columns)
     for name, (shape, features) in SIZES.items():
         measure(name, shape, features, args.rounds)
 

@@ -54,3 +54,26 @@ def compare(variants: dict, args: tuple, rounds: int, relative: bool = False) ->
         },
         "difference": difference,
     }
+
+
+def row(cells: list[str], result: dict) -> str:
+    """A results-table row: ``cells``, then the reference's and the other variant's median ms,
+    the speed-up, both variants' XLA temporaries and the difference (``compare``'s order)."""
+    (base, other), (base_temp, other_temp) = result["ms"].values(), result["temp_mib"].values()
+    numbers = [
+        f"{base:.1f}",
+        f"{other:.1f}",
+        f"{base / other:.1f}x",
+        f"{base_temp:.0f}",
+        f"{other_temp:.0f}",
+        f"{result['difference']:.1e}",
+    ]
+    return "| " + " | ".join([*cells, *numbers]) + " |"
+
+
+def print_head(rounds: int, columns: list[str]) -> None:
+    """Prints the machine line and the head of a results table with ``columns``."""
+    print(header(rounds))
+    print()
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
