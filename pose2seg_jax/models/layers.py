@@ -515,18 +515,8 @@ def _patches_kernel_grad(x, g, kernel_shape, strides, padding):
     """sum over positions of patch outer g, for x (N, H, W, C_in) and g (N, H', W', C_out)."""
     kh, kw, c, features = kernel_shape
     n, out_h, out_w, _ = g.shape
-    (sh, sw), (pad_h, pad_w) = strides, padding
-    xt = jnp.pad(jnp.transpose(x, (3, 0, 1, 2)), ((0, 0), (0, 0), pad_h, pad_w))
-    taps = [
-        jax.lax.slice(
-            xt,
-            (0, 0, i, j),
-            (c, n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1),
-            (1, 1, sh, sw),
-        )
-        for i in range(kh)
-        for j in range(kw)
-    ]
+    xt = jnp.pad(jnp.transpose(x, (3, 0, 1, 2)), ((0, 0), (0, 0), *padding))
+    taps = list(_window_taps(xt, (kh, kw), strides, (out_h, out_w), axes=(2, 3)))
     patches = jnp.stack(taps).reshape(kh * kw * c, n * out_h * out_w)
     # Sums over every position of the batch: accumulated in float32 also for bfloat16 inputs.
     d_kernel = jax.lax.dot(
@@ -642,11 +632,17 @@ class GroupedInputConv(nn.Module):
                 "GroupedInputConv: kernel_grad_from_patches needs input_grad_chunk=None"
             )
         pad = ((self.padding, self.padding), (self.padding, self.padding))
+        if self.kernel_grad_from_patches:
+            convolve = conv_patches_kernel_grad
+        elif self.input_grad_chunk is None:
+            convolve = _conv_nhwc
+        else:
+            convolve = partial(_conv_chunked, chunk=self.input_grad_chunk)
         conv = partial(
             _cast_conv,
             strides=(self.strides, self.strides),
             padding=pad,
-            chunk="patches" if self.kernel_grad_from_patches else self.input_grad_chunk,
+            convolve=convolve,
             dtype=self.dtype,
         )
         out, start = None, 0
@@ -658,14 +654,13 @@ class GroupedInputConv(nn.Module):
         return add_or_split_bias(out, bias, split_bias, self.dtype)
 
 
-def _cast_conv(x, kernel, strides, padding, chunk, dtype):
-    """The convolution in ``dtype``; ``chunk``: None, a group size, or "patches"."""
-    x, kernel = x.astype(dtype), kernel.astype(dtype)
-    if chunk is None:
-        return _conv_nhwc(x, kernel, strides, padding)
-    if chunk == "patches":
-        return conv_patches_kernel_grad(x, kernel, strides, padding)
+def _conv_chunked(x, kernel, strides, padding, chunk):
     return conv_chunked_input_grad(x, kernel, strides, padding, chunk)
+
+
+def _cast_conv(x, kernel, strides, padding, convolve, dtype):
+    """``convolve(x, kernel, strides, padding)`` in ``dtype``."""
+    return convolve(x.astype(dtype), kernel.astype(dtype), strides, padding)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -695,24 +690,31 @@ def max_pool(x: jnp.ndarray, window: int = 3, stride: int = 2, padding: int = 1)
     )
 
 
-def _pool_taps(x, window, stride, padding):
-    """The window's taps as strided slices of the -inf padded input, in row-major order."""
-    n, h, w, c = x.shape
-    out_h = (h + 2 * padding - window) // stride + 1
-    out_w = (w + 2 * padding - window) // stride + 1
-    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-    xp = jnp.pad(x, pad, constant_values=-jnp.inf)
-    for di in range(window):
-        for dj in range(window):
-            end = (n, di + stride * (out_h - 1) + 1, dj + stride * (out_w - 1) + 1, c)
-            yield jax.lax.slice(xp, (0, di, dj, 0), end, (1, stride, stride, 1))
+def _window_taps(xp, window, strides, out_hw, axes):
+    """Strided slices of a padded array, one per window tap in row-major order.
+
+    Tap (i, j) holds ``xp[.., s_h * u + i, .., s_w * v + j, ..]`` for the ``out_hw`` output
+    positions (u, v), ``axes`` being the two spatial axes of ``xp``.
+    """
+    for i in range(window[0]):
+        for j in range(window[1]):
+            start, end, step = [0] * xp.ndim, list(xp.shape), [1] * xp.ndim
+            for axis, offset, stride, size in zip(axes, (i, j), strides, out_hw):
+                start[axis], end[axis] = offset, offset + stride * (size - 1) + 1
+                step[axis] = stride
+            yield jax.lax.slice(xp, start, end, step)
 
 
 def _max_pool_fwd(x, window, stride, padding):
     if window * window > 127:
         raise ValueError(f"max_pool keeps an int8 tap index; window {window} has too many taps")
+    out_hw = [(size + 2 * padding - window) // stride + 1 for size in x.shape[1:3]]
+    xp = jnp.pad(
+        x, ((0, 0), (padding, padding), (padding, padding), (0, 0)), constant_values=-jnp.inf
+    )
+    taps = _window_taps(xp, (window, window), (stride, stride), out_hw, axes=(1, 2))
     best = index = None
-    for k, tap in enumerate(_pool_taps(x, window, stride, padding)):
+    for k, tap in enumerate(taps):
         if best is None:
             best, index = tap, jnp.zeros(tap.shape, jnp.int8)
             continue
