@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 
 import interleaved
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -47,16 +46,13 @@ def measure(name: str, sizes: tuple[int, ...], rounds: int) -> None:
     )
     weights = jnp.asarray(rng.random((images, people, size, size, channels)), jnp.float32)
 
-    def compiled(sample):
-        loss = lambda f: jnp.sum(sample(f) * weights)
-        return jax.jit(jax.grad(loss)).lower(features).compile()
-
+    compiled = lambda sample: interleaved.weighted_sum_gradient(sample, (features,), weights)
     result = interleaved.compare(
         {
             "autodiff": compiled(lambda f: align._sample_people(f, matrices, size, "reference")),
             "hand-written": compiled(lambda f: align.align_people(f, matrices, align_size=size)),
         },
-        (features,),
+        (features, weights),
         rounds,
     )
     print(

@@ -14,7 +14,6 @@ import argparse
 
 import flax.linen as nn
 import interleaved
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -32,15 +31,13 @@ def measure(name: str, shape: tuple[int, ...], rounds: int) -> None:
     out_shape = (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
     weights = jnp.asarray(rng.normal(size=out_shape), jnp.float32)
 
-    def compiled(pool):
-        return jax.jit(jax.grad(lambda t: jnp.sum(pool(t) * weights))).lower(x).compile()
-
+    compiled = lambda pool: interleaved.weighted_sum_gradient(pool, (x,), weights)
     result = interleaved.compare(
         {
             "xla": compiled(lambda t: nn.max_pool(t, (3, 3), (2, 2), ((1, 1), (1, 1)))),
             "ours": compiled(lambda t: layers.max_pool(t, 3, 2, 1)),
         },
-        (x,),
+        (x, weights),
         rounds,
     )
     print(interleaved.row([name, f"{shape}"], result))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 
 import interleaved
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -34,8 +33,8 @@ def measure(name: str, shape: tuple[int, ...], features: int, rounds: int) -> No
     g = jnp.asarray(rng.normal(size=(shape[0], shape[1] // 2, shape[2] // 2, features)))
 
     def compiled(conv):
-        kernel_grad = lambda t, k, c: jax.vjp(lambda w: conv(t, w, STRIDES, PADDING), k)[1](c)[0]
-        return jax.jit(kernel_grad).lower(x, kernel, g).compile()
+        convolve = lambda t, k: conv(t, k, STRIDES, PADDING)
+        return interleaved.weighted_sum_gradient(convolve, (x, kernel), g, argnum=1)
 
     result = interleaved.compare(
         {"xla": compiled(layers._conv_nhwc), "ours": compiled(layers.conv_patches_kernel_grad)},

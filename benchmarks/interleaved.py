@@ -24,6 +24,16 @@ def header(rounds: int) -> str:
     )
 
 
+def weighted_sum_gradient(fn, args: tuple, seed, argnum: int = 0):
+    """Compiled ``d/d args[argnum] sum(fn(*args) * seed)``, called as ``(*args, seed)``.
+
+    The seed (the output's cotangent) is an argument: closed over, it would be a constant that
+    XLA may fold into the program at compile time, which changed one variant's timing 4x.
+    """
+    loss = lambda *a: jnp.sum(fn(*a[:-1]) * a[-1])
+    return jax.jit(jax.grad(loss, argnums=argnum)).lower(*args, seed).compile()
+
+
 def compare(variants: dict, args: tuple, rounds: int, relative: bool = False) -> dict:
     """Checks that compiled ``variants`` agree on ``args``, then times them interleaved.
 
