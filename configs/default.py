@@ -43,6 +43,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.mapping = "reference"
     # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
     config.model.dtype = "float32"
+    # How the two 7x7/2 stems' kernel gradients are computed: 'xla', 'patches' (one product
+    # over the patch matrix) or 'taps' (one product per kernel tap); the same numbers, and the
+    # fastest at the paper's sizes on XLA's CPU backend (benchmarks/bench_stem_grad.py).
+    config.model.backbone_stem_kernel_grad = "patches"
+    config.model.seg_stem_kernel_grad = "taps"
 
     # Pose template file (REFERENCE.md section 12); None: the packaged default.
     config.templates = ml_collections.config_dict.placeholder(str)

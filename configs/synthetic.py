@@ -30,6 +30,9 @@ def get_config():
     config.model.seg_units = 2
     config.model.seg_width = 16
     config.model.align_size = 64
+    # The fastest stem kernel gradients at these sizes (benchmarks/bench_stem_grad.py).
+    config.model.backbone_stem_kernel_grad = "taps"
+    config.model.seg_stem_kernel_grad = "xla"
 
     config.data.kind = "synthetic"
     config.data.root = "data/synthetic"

@@ -13,9 +13,10 @@
   ``lazy=True`` it returns the pending output (``Normalized``) for the convolution that consumes
   it, which then recomputes it in the backward pass instead of storing it (``normalize_into``).
 - ``GroupedInputConv``: a convolution over several channel groups without concatenating them,
-  whose input gradient may run a few samples at a time (``conv_chunked_input_grad``), or whose
-  kernel gradient may be one matrix product over the input's patches
-  (``conv_patches_kernel_grad``, the ResNet stem).
+  whose gradients may be computed the ways XLA's CPU backend runs fastest
+  (``conv_custom_grads``): the input gradient a few samples at a time, the kernel gradient as
+  one matrix product over the input's patches (the ResNet stem) or one per kernel tap (the
+  paper's SegModule stem).
 - ``reference_batch_norm``: the networks' BatchNorm settings (PyTorch's defaults).
 - ``max_pool``: ``nn.max_pool`` with a backward pass that keeps a one-byte argmax instead of
   XLA's four int32 index maps (the ResNet stem's pool).
@@ -24,7 +25,7 @@ The BatchNorm pieces and the chunked input gradient exist for memory: together t
 paper-size training step's XLA temporaries from 11.6 to 7.2 GiB and its peak resident memory
 from 15.3 GiB (1.48x PyTorch's) to 9.8 GiB (0.95x; 9.7 GiB, 0.94x, with Affine-Align's
 hand-written gradient; 8.8 GiB, 0.87x, after the stem's gradients below replaced two Eigen
-kernels; RESULTS.md). The stem's patch-matrix kernel gradient, the strided
+kernels; RESULTS.md). The stems' kernel gradients, the strided
 input gradient by phases and ``max_pool`` exist for speed (XLA's CPU lowering of those
 gradients was the largest single cost of the demo's training step).
 """
@@ -406,25 +407,36 @@ def _conv_nhwc(x, kernel, strides, padding):
     )
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def conv_chunked_input_grad(x, kernel, strides, padding, chunk):
-    """An NHWC convolution whose input gradient is computed for ``chunk`` samples at a time.
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def conv_custom_grads(x, kernel, strides, padding, kernel_grad="xla", input_grad_chunk=None):
+    """An NHWC convolution whose gradients are computed the way XLA's CPU backend runs fastest.
 
-    Why: XLA's CPU backend computes the input gradient of a strided convolution (a transposed
-    convolution) in ``EigenTransposedConv2D``, which allocates a column buffer of (input
-    positions x kh * kw * C_out) floats for the whole batch, outside XLA's own buffer plan. For
-    the SegModule's 7x7/2 stem over 32 people that buffer is 1.5 GiB, and it set the training
-    step's peak memory (found with gdb on the allocation; benchmarks/RESULTS.md). Computing
-    the gradient group by group, each group waiting for the previous one, keeps one group's
-    buffer at a time. A strided convolution's groups avoid that path altogether:
-    ``conv_input_grad_by_phases`` computes them as stride-1 convolutions.
+    The forward pass is XLA's convolution. In the backward pass:
+
+    - ``input_grad_chunk``: the input gradient is computed for this many samples at a time.
+      Why: XLA's CPU backend computes the input gradient of a strided convolution (a
+      transposed convolution) in ``EigenTransposedConv2D``, which allocates a column buffer of
+      (input positions x kh * kw * C_out) floats for the whole batch, outside XLA's own buffer
+      plan. For the SegModule's 7x7/2 stem over 32 people that buffer is 1.5 GiB, and it set the
+      training step's peak memory (found with gdb on the allocation; benchmarks/RESULTS.md).
+      Computing the gradient group by group, each group waiting for the previous one, keeps one
+      group's buffer at a time. A strided convolution's groups avoid that path altogether:
+      ``conv_input_grad_by_phases`` computes them as stride-1 convolutions. None: XLA's input
+      gradient for the whole batch (dropped when, as for images, nothing needs it).
+    - ``kernel_grad``: "xla" (XLA's own: for a strided convolution, a convolution with a dilated
+      window, the output gradient as the window), "patches" (``_patches_kernel_grad``: one
+      matrix product over the patch matrix, for few input channels, as the ResNet stem's three)
+      or "taps" (``_taps_kernel_grad``: one matrix product per kernel tap, for many input and
+      output channels, as the paper's SegModule stem). Which is fastest depends on the sizes
+      (``benchmarks/bench_stem_grad.py``); all compute the same sum.
 
     Args:
         x: (N, H, W, C_in).
         kernel: (kh, kw, C_in, C_out).
         strides: (sh, sw).
         padding: ((top, bottom), (left, right)).
-        chunk: samples per group.
+        kernel_grad: "xla", "patches" or "taps".
+        input_grad_chunk: samples per input-gradient group, or None.
 
     Returns:
         (N, H', W', C_out).
@@ -432,14 +444,27 @@ def conv_chunked_input_grad(x, kernel, strides, padding, chunk):
     return _conv_nhwc(x, kernel, strides, padding)
 
 
-def _conv_chunked_fwd(x, kernel, strides, padding, chunk):
+def _conv_custom_fwd(x, kernel, strides, padding, kernel_grad, input_grad_chunk):
+    if kernel_grad not in KERNEL_GRADS:
+        raise ValueError(f"kernel_grad must be one of {sorted(KERNEL_GRADS)}, got {kernel_grad!r}")
     return _conv_nhwc(x, kernel, strides, padding), (x, kernel)
 
 
-def _conv_chunked_bwd(strides, padding, chunk, residuals, g):
+def _conv_custom_bwd(strides, padding, kernel_grad, input_grad_chunk, residuals, g):
     x, kernel = residuals
-    _, kernel_vjp = jax.vjp(lambda k: _conv_nhwc(x, k, strides, padding), kernel)
-    (d_kernel,) = kernel_vjp(g)
+    d_kernel = KERNEL_GRADS[kernel_grad](x, g, kernel, strides, padding)
+    if input_grad_chunk is None:
+        _, input_vjp = jax.vjp(lambda t: _conv_nhwc(t, kernel, strides, padding), x)
+        (d_x,) = input_vjp(g)
+    else:
+        d_x = _chunked_input_grad(x, g, kernel, strides, padding, input_grad_chunk)
+    return cotangent_like(d_x, x), cotangent_like(d_kernel.astype(kernel.dtype), kernel)
+
+
+conv_custom_grads.defvjp(_conv_custom_fwd, _conv_custom_bwd)
+
+
+def _chunked_input_grad(x, g, kernel, strides, padding, chunk):
     parts = []
     for start in range(0, x.shape[0], chunk):
         g_group = g[start : start + chunk]
@@ -452,51 +477,30 @@ def _conv_chunked_bwd(strides, padding, chunk, residuals, g):
             x_group = x[start : start + chunk]
             _, input_vjp = jax.vjp(lambda t: _conv_nhwc(t, kernel, strides, padding), x_group)
             parts.append(input_vjp(g_group)[0])
-    d_x = jnp.concatenate(parts, axis=0)
-    return cotangent_like(d_x, x), cotangent_like(d_kernel, kernel)
+    return jnp.concatenate(parts, axis=0)
 
 
-conv_chunked_input_grad.defvjp(_conv_chunked_fwd, _conv_chunked_bwd)
+def _xla_kernel_grad(x, g, kernel, strides, padding):
+    _, kernel_vjp = jax.vjp(lambda k: _conv_nhwc(x, k, strides, padding), kernel)
+    return kernel_vjp(g)[0]
 
 
-# The largest patch matrix ``conv_patches_kernel_grad`` builds at once.
+# The largest patch matrix ``_patches_kernel_grad`` builds at once.
 PATCH_BYTES = 64 * 2**20
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_patches_kernel_grad(x, kernel, strides, padding):
-    """An NHWC convolution whose kernel gradient is one matrix product over the input's patches.
+def _patches_kernel_grad(x, g, kernel, strides, padding):
+    """The kernel gradient as matrix products over the input's patches, in sample groups.
 
     Why: XLA's CPU backend computes the kernel gradient of a strided convolution as a
-    convolution with a dilated window (the output gradient as the window), which ran the
-    ResNet stem's (7x7/2, 3 input channels) at 38 ms for the demo's two 288-pixel images and
-    971 ms for the paper's four 512-pixel ones (a sixth of the demo's training step). Over few
-    input channels the patches are small: the (kh * kw * C_in, N * H' * W') patch matrix,
-    gathered channel-first by strided slices, times the (N * H' * W', C_out) output gradient
-    takes 14 and 135 ms (``benchmarks/bench_stem_grad.py``); samples are grouped so that no
-    patch matrix exceeds ``PATCH_BYTES``. The input gradient stays XLA's (and is dropped when,
-    as for images, nothing needs it).
-
-    Args:
-        x: (N, H, W, C_in), C_in small (the patch matrix holds kh * kw copies of the input).
-        kernel: (kh, kw, C_in, C_out).
-        strides: (sh, sw).
-        padding: ((top, bottom), (left, right)).
-
-    Returns:
-        (N, H', W', C_out).
+    convolution with a dilated window, which ran the ResNet stem's (7x7/2, 3 input channels) at
+    38 ms for the demo's two 288-pixel images and 971 ms for the paper's four 512-pixel ones.
+    Over few input channels the patches are small: the (kh * kw * C_in, N * H' * W') patch
+    matrix, gathered channel-first by strided slices, times the (N * H' * W', C_out) output
+    gradient takes 14 and 135 ms (``benchmarks/bench_stem_grad.py``); samples are grouped so
+    that no patch matrix exceeds ``PATCH_BYTES``.
     """
-    return _conv_nhwc(x, kernel, strides, padding)
-
-
-def _conv_patches_fwd(x, kernel, strides, padding):
-    return _conv_nhwc(x, kernel, strides, padding), (x, kernel)
-
-
-def _conv_patches_bwd(strides, padding, residuals, g):
-    x, kernel = residuals
     kh, kw, c, _ = kernel.shape
-    # Samples per patch matrix: at most PATCH_BYTES of patches, the groups one after the other.
     sample_bytes = kh * kw * c * g.shape[1] * g.shape[2] * x.dtype.itemsize
     group = max(1, PATCH_BYTES // sample_bytes)
     d_kernel = None
@@ -504,14 +508,12 @@ def _conv_patches_bwd(strides, padding, residuals, g):
         x_group, g_group = x[start : start + group], g[start : start + group]
         if d_kernel is not None:
             x_group, g_group, d_kernel = jax.lax.optimization_barrier((x_group, g_group, d_kernel))
-        part = _patches_kernel_grad(x_group, g_group, kernel.shape, strides, padding)
+        part = _patch_matrix_product(x_group, g_group, kernel.shape, strides, padding)
         d_kernel = part if d_kernel is None else d_kernel + part
-    _, input_vjp = jax.vjp(lambda t: _conv_nhwc(t, kernel, strides, padding), x)
-    (d_x,) = input_vjp(g)
-    return cotangent_like(d_x, x), cotangent_like(d_kernel.astype(kernel.dtype), kernel)
+    return d_kernel
 
 
-def _patches_kernel_grad(x, g, kernel_shape, strides, padding):
+def _patch_matrix_product(x, g, kernel_shape, strides, padding):
     """sum over positions of patch outer g, for x (N, H, W, C_in) and g (N, H', W', C_out)."""
     kh, kw, c, features = kernel_shape
     n, out_h, out_w, _ = g.shape
@@ -525,7 +527,48 @@ def _patches_kernel_grad(x, g, kernel_shape, strides, padding):
     return d_kernel.reshape(kernel_shape)
 
 
-conv_patches_kernel_grad.defvjp(_conv_patches_fwd, _conv_patches_bwd)
+def _taps_kernel_grad(x, g, kernel, strides, padding):
+    """The kernel gradient as one (C_in, N * H' * W') x (N * H' * W', C_out) product per tap.
+
+    Why: for the paper's SegModule stem (7x7/2, 311 -> 256 channels, 32 people) XLA's CPU
+    backend's dilated-window convolution took 22-24 s, a seventh of the paper-size training
+    step; the 49 products run at matrix-product speed (2.6 s; ``bench_stem_grad.py``). The
+    padded input is split once into its stride phases, channel-first, so that each tap is a
+    contiguous window of one phase; a loop over the taps keeps one tap's copy alive at a time.
+    With few output channels (the demo's 16) the products are thin and XLA's own is faster.
+    """
+    kh, kw, c, features = kernel.shape
+    n, out_h, out_w, _ = g.shape
+    (sh, sw), ((top, _), (left, _)) = strides, padding
+    # Phase (a, b) row u, column v is padded input (sh * u + a, sw * v + b); tap (i, j) reads
+    # phase (i % sh, j % sw) from row i // sh, column j // sw on.
+    rows, cols = out_h + (kh - 1) // sh, out_w + (kw - 1) // sw
+    height, width = x.shape[1:3]
+    bottom, right = max(0, rows * sh - height - top), max(0, cols * sw - width - left)
+    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))[:, : rows * sh, : cols * sw]
+    phases = xp.reshape(n, rows, sh, cols, sw, c).transpose(2, 4, 5, 0, 1, 3)
+    phases = phases.reshape(sh * sw, c, n, rows, cols)
+    g_rows = g.reshape(n * out_h * out_w, features)
+
+    def one_tap(t, d_kernel):
+        i, j = t // kw, t % kw
+        start = ((i % sh) * sw + j % sw, 0, 0, i // sh, j // sw)
+        tap = jax.lax.dynamic_slice(phases, start, (1, c, n, out_h, out_w))
+        # Sums over every position of the batch: accumulated in float32 also for bfloat16.
+        d_tap = jax.lax.dot(
+            tap.reshape(c, n * out_h * out_w), g_rows, preferred_element_type=jnp.float32
+        )
+        return jax.lax.dynamic_update_slice(d_kernel, d_tap[None], (t, 0, 0))
+
+    d_kernel = jnp.zeros((kh * kw, c, features), jnp.float32)
+    # Inside shard_map the loop's carry must vary over the mesh axes its products vary over.
+    axes = tuple(sorted(_varying_axes(x) | _varying_axes(g)))
+    if axes:
+        d_kernel = jax.lax.pcast(d_kernel, axes, to="varying")
+    return jax.lax.fori_loop(0, kh * kw, one_tap, d_kernel).reshape(kernel.shape)
+
+
+KERNEL_GRADS = {"xla": _xla_kernel_grad, "patches": _patches_kernel_grad, "taps": _taps_kernel_grad}
 
 
 def conv_input_grad_by_phases(g, kernel, in_hw, strides, padding):
@@ -595,11 +638,11 @@ class GroupedInputConv(nn.Module):
         padding: symmetric spatial padding.
         use_bias: declare and add a bias.
         input_grad_chunk: the input gradient is computed for this many samples at a time
-            (``conv_chunked_input_grad``: bounds the memory of XLA's CPU transposed
-            convolution; the result is the same); None: all at once.
-        kernel_grad_from_patches: compute the kernel gradient as one matrix product over the
-            input's patches (``conv_patches_kernel_grad``; for few input channels, as the
-            ResNet stem's three); excludes ``input_grad_chunk``.
+            (``conv_custom_grads``: bounds the memory of XLA's CPU transposed convolution; the
+            result is the same); None: all at once.
+        kernel_grad: how the kernel gradient is computed (``conv_custom_grads``): "xla",
+            "patches" (few input channels, as the ResNet stem's three) or "taps" (many input
+            and output channels, as the paper's SegModule stem).
         dtype: computation dtype.
         param_dtype: parameter dtype.
     """
@@ -610,7 +653,7 @@ class GroupedInputConv(nn.Module):
     padding: int = 0
     use_bias: bool = True
     input_grad_chunk: int | None = 2
-    kernel_grad_from_patches: bool = False
+    kernel_grad: str = "xla"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -627,17 +670,20 @@ class GroupedInputConv(nn.Module):
         bias = None
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        if self.kernel_grad_from_patches and self.input_grad_chunk is not None:
+        if self.kernel_grad not in KERNEL_GRADS:
             raise ValueError(
-                "GroupedInputConv: kernel_grad_from_patches needs input_grad_chunk=None"
+                f"GroupedInputConv {self.name}: kernel_grad must be one of "
+                f"{sorted(KERNEL_GRADS)}, got {self.kernel_grad!r}"
             )
         pad = ((self.padding, self.padding), (self.padding, self.padding))
-        if self.kernel_grad_from_patches:
-            convolve = conv_patches_kernel_grad
-        elif self.input_grad_chunk is None:
+        if self.kernel_grad == "xla" and self.input_grad_chunk is None:
             convolve = _conv_nhwc
         else:
-            convolve = partial(_conv_chunked, chunk=self.input_grad_chunk)
+            convolve = partial(
+                _conv_custom,
+                kernel_grad=self.kernel_grad,
+                input_grad_chunk=self.input_grad_chunk,
+            )
         conv = partial(
             _cast_conv,
             strides=(self.strides, self.strides),
@@ -654,8 +700,8 @@ class GroupedInputConv(nn.Module):
         return add_or_split_bias(out, bias, split_bias, self.dtype)
 
 
-def _conv_chunked(x, kernel, strides, padding, chunk):
-    return conv_chunked_input_grad(x, kernel, strides, padding, chunk)
+def _conv_custom(x, kernel, strides, padding, kernel_grad, input_grad_chunk):
+    return conv_custom_grads(x, kernel, strides, padding, kernel_grad, input_grad_chunk)
 
 
 def _cast_conv(x, kernel, strides, padding, convolve, dtype):

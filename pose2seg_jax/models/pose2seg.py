@@ -37,6 +37,8 @@ class Pose2Seg(nn.Module):
         skeleton: append the 55 skeleton channels to the aligned features.
         mapping: Affine-Align sampling convention, 'reference' or 'clean'.
         bn_axis_name: mesh axis for cross-device BatchNorm statistics, or None.
+        backbone_stem_kernel_grad: ``ResNet.stem_kernel_grad`` ("patches").
+        seg_stem_kernel_grad: ``SegModule.stem_kernel_grad`` ("taps").
         seg_chunk: people per SegModule pass at inference (``lax.map`` over chunks of the
             B*P people; 0: all at once). Eval-mode BatchNorm is per sample, so the result does
             not depend on it; smaller chunks keep fewer wide activations alive (peak memory).
@@ -57,6 +59,8 @@ class Pose2Seg(nn.Module):
     skeleton: bool = True
     mapping: str = "reference"
     bn_axis_name: str | None = None
+    backbone_stem_kernel_grad: str = "patches"
+    seg_stem_kernel_grad: str = "taps"
     seg_chunk: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -106,6 +110,7 @@ class Pose2Seg(nn.Module):
             layout=self.backbone_layout,
             width=self.backbone_width,
             bn_axis_name=self.bn_axis_name,
+            stem_kernel_grad=self.backbone_stem_kernel_grad,
             name="backbone",
             **common,
         )(images.astype(self.dtype), train)
@@ -132,6 +137,7 @@ class Pose2Seg(nn.Module):
             num_units=self.seg_units,
             width=self.seg_width,
             bn_axis_name=self.bn_axis_name,
+            stem_kernel_grad=self.seg_stem_kernel_grad,
             name="segnet",
             **common,
         )

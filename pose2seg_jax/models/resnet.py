@@ -147,6 +147,9 @@ class ResNet(nn.Module):
         width: base width (64 in the paper): stem channels and first stage width; the
             stages use width * (1, 2, 4, 8). Smaller values are for tests and CPU demos.
         bn_axis_name: mesh axis for cross-device BatchNorm statistics, or None.
+        stem_kernel_grad: how the 7x7/2 stem's kernel gradient is computed on XLA's CPU
+            backend (``layers.conv_custom_grads``): "patches" (fastest at the paper's sizes),
+            "taps" (fastest at the demo's) or "xla".
         dtype: computation dtype.
         param_dtype: parameter dtype.
     """
@@ -155,6 +158,7 @@ class ResNet(nn.Module):
     layout: str = "reference"
     width: int = 64
     bn_axis_name: str | None = None
+    stem_kernel_grad: str = "patches"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -184,7 +188,7 @@ class ResNet(nn.Module):
             padding=3,
             use_bias=False,
             input_grad_chunk=None,
-            kernel_grad_from_patches=True,
+            kernel_grad=self.stem_kernel_grad,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="conv1",

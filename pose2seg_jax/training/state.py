@@ -38,6 +38,9 @@ def create_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None 
         alignment=m.alignment,
         skeleton=m.skeleton,
         mapping=m.mapping,
+        # Absent from configs saved before these fields existed.
+        backbone_stem_kernel_grad=m.get("backbone_stem_kernel_grad", "patches"),
+        seg_stem_kernel_grad=m.get("seg_stem_kernel_grad", "taps"),
         bn_axis_name=bn_axis_name,
         dtype=jnp.dtype(m.dtype),
     )

@@ -1,13 +1,14 @@
 """Worker for test_layers_sharded.py: runs on 2 simulated devices (XLA_FLAGS set by the test).
 
 Under ``jax.shard_map`` (check_vma on, as in training), our BatchNorm with cross-device
-statistics (also pending into a convolution, ``normalize_into``) and ``conv_chunked_input_grad``
+statistics (also pending into a convolution, ``normalize_into``) and ``conv_custom_grads``
 must give the same gradients as flax's ``nn.BatchNorm`` (+ ReLU + ``nn.Conv``) and a plain
 convolution, with the parameters replicated (invariant) or marked
 varying (the training step's pattern). Exits non-zero, with numpy's message, on a mismatch.
 """
 
 import sys
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -19,7 +20,7 @@ from pose2seg_jax.models.layers import (
     BatchNorm,
     GroupedInputConv,
     PointwiseConv,
-    conv_chunked_input_grad,
+    conv_custom_grads,
 )
 
 AXIS = "data"
@@ -162,19 +163,23 @@ def main() -> None:
     conv_w = jnp.asarray(rng.normal(size=(4, 3, 3, 4)), jnp.float32)
     pads = ((1, 1), (1, 1))
 
-    def chunked(k, w, xs):
-        return conv_chunked_input_grad(xs, k, (2, 2), pads, 1) * w
-
     def plain(k, w, xs):
         dims = ("NHWC", "HWIO", "NHWC")
         return jax.lax.conv_general_dilated(xs, k, (2, 2), pads, dimension_numbers=dims) * w
 
-    for g, w in zip(
-        _sharded_grads(mesh, chunked, kernel, conv_w, x),
-        _sharded_grads(mesh, plain, kernel, conv_w, x),
-    ):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    # Each kernel-gradient method, with the input gradient chunked and all at once.
+    for kernel_grad, chunk in (("xla", 1), ("patches", None), ("taps", 1), ("taps", None)):
+        custom = partial(_custom_conv, pads=pads, kernel_grad=kernel_grad, chunk=chunk)
+        for g, w in zip(
+            _sharded_grads(mesh, custom, kernel, conv_w, x),
+            _sharded_grads(mesh, plain, kernel, conv_w, x),
+        ):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=kernel_grad)
     print("ok")
+
+
+def _custom_conv(k, w, xs, pads, kernel_grad, chunk):
+    return conv_custom_grads(xs, k, (2, 2), pads, kernel_grad, chunk) * w
 
 
 if __name__ == "__main__":

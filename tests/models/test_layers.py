@@ -13,8 +13,8 @@ from pose2seg_jax.models.layers import (
     GroupedInputConv,
     Normalized,
     PointwiseConv,
+    conv_custom_grads,
     conv_input_grad_by_phases,
-    conv_patches_kernel_grad,
     max_pool,
 )
 
@@ -289,11 +289,21 @@ def test_max_pool_refuses_a_window_beyond_its_index_type() -> None:
         ((1, 9, 9, 4), 3, 1, 1),
         ((2, 12, 10, 3), 5, 2, 2),
         ((1, 8, 8, 2), 2, 2, 0),
+        ((3, 11, 13, 9), 4, 3, 1),
     ],
 )
-@pytest.mark.parametrize("one_sample_at_a_time", [False, True])
-def test_patches_kernel_gradient_matches_xla(
-    shape, kernel, stride, padding, one_sample_at_a_time, monkeypatch
+@pytest.mark.parametrize(
+    ("kernel_grad", "input_grad_chunk", "one_sample_at_a_time"),
+    [
+        ("patches", None, False),
+        ("patches", None, True),
+        ("taps", None, False),
+        ("taps", 2, False),
+        ("xla", 1, False),
+    ],
+)
+def test_custom_gradients_match_xla(
+    shape, kernel, stride, padding, kernel_grad, input_grad_chunk, one_sample_at_a_time, monkeypatch
 ) -> None:
     if one_sample_at_a_time:
         monkeypatch.setattr(layers, "PATCH_BYTES", 1)
@@ -306,7 +316,10 @@ def test_patches_kernel_gradient_matches_xla(
         dims = ("NHWC", "HWIO", "NHWC")
         return jax.lax.conv_general_dilated(t, w, (stride, stride), pad, dimension_numbers=dims)
 
-    y, vjp = jax.vjp(lambda t, w: conv_patches_kernel_grad(t, w, (stride, stride), pad), x, k)
+    ours = jax.jit(
+        lambda t, w: conv_custom_grads(t, w, (stride, stride), pad, kernel_grad, input_grad_chunk)
+    )
+    y, vjp = jax.vjp(ours, x, k)
     y_ref, vjp_ref = jax.vjp(plain, x, k)
     np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
     g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
@@ -314,27 +327,33 @@ def test_patches_kernel_gradient_matches_xla(
         np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
 
 
-def test_grouped_conv_with_patches_kernel_gradient_matches_flax_conv() -> None:
-    x = jax.random.normal(jax.random.key(0), (2, 20, 18, 3))
+@pytest.mark.parametrize(("kernel_grad", "chunk"), [("patches", None), ("taps", 2), ("taps", None)])
+def test_grouped_conv_with_custom_kernel_gradient_matches_flax_conv(kernel_grad, chunk) -> None:
+    x = jax.random.normal(jax.random.key(0), (3, 20, 18, 7))
     ours = GroupedInputConv(
         6,
         (7, 7),
         strides=2,
         padding=3,
         use_bias=False,
-        input_grad_chunk=None,
-        kernel_grad_from_patches=True,
+        input_grad_chunk=chunk,
+        kernel_grad=kernel_grad,
     )
     conv = nn.Conv(6, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False)
     variables = ours.init(jax.random.key(1), x)
+    # Two channel groups, as the SegModule's aligned features and skeleton maps.
+    parts = (x[..., :3], x[..., 3:])
     loss = lambda module: lambda v, t: jnp.sum(jnp.sin(module.apply(v, t)))
-    value, grads = jax.jit(jax.value_and_grad(loss(ours), argnums=(0, 1)))(variables, x)
+    value, grads = jax.jit(jax.value_and_grad(loss(ours), argnums=(0, 1)))(variables, parts)
     value_ref, grads_ref = jax.value_and_grad(loss(conv), argnums=(0, 1))(variables, x)
     np.testing.assert_allclose(value, value_ref, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
-    with pytest.raises(ValueError, match="input_grad_chunk=None"):
-        GroupedInputConv(6, (7, 7), kernel_grad_from_patches=True).init(jax.random.key(1), x)
+    np.testing.assert_allclose(
+        grads[0]["params"]["kernel"], grads_ref[0]["params"]["kernel"], rtol=1e-5, atol=1e-4
+    )
+    d_x = jnp.concatenate(grads[1], axis=-1)
+    np.testing.assert_allclose(d_x, grads_ref[1], rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="kernel_grad must be one of"):
+        GroupedInputConv(6, (7, 7), kernel_grad="patch").init(jax.random.key(1), x)
 
 
 @pytest.mark.parametrize(
