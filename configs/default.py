@@ -48,6 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
     # fastest at the paper's sizes on XLA's CPU backend (benchmarks/bench_stem_grad.py).
     config.model.backbone_stem_kernel_grad = "patches"
     config.model.seg_stem_kernel_grad = "taps"
+    # The same for every 3x3 convolution of both networks: 'taps' or 'xla'.
+    config.model.conv_kernel_grad = "taps"
 
     # Pose template file (REFERENCE.md section 12); None: the packaged default.
     config.templates = ml_collections.config_dict.placeholder(str)

@@ -39,6 +39,7 @@ class Pose2Seg(nn.Module):
         bn_axis_name: mesh axis for cross-device BatchNorm statistics, or None.
         backbone_stem_kernel_grad: ``ResNet.stem_kernel_grad`` ("patches").
         seg_stem_kernel_grad: ``SegModule.stem_kernel_grad`` ("taps").
+        conv_kernel_grad: the 3x3 convs' kernel gradient in both networks ("taps").
         seg_chunk: people per SegModule pass at inference (``lax.map`` over chunks of the
             B*P people; 0: all at once). Eval-mode BatchNorm is per sample, so the result does
             not depend on it; smaller chunks keep fewer wide activations alive (peak memory).
@@ -61,6 +62,7 @@ class Pose2Seg(nn.Module):
     bn_axis_name: str | None = None
     backbone_stem_kernel_grad: str = "patches"
     seg_stem_kernel_grad: str = "taps"
+    conv_kernel_grad: str = "taps"
     seg_chunk: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -111,6 +113,7 @@ class Pose2Seg(nn.Module):
             width=self.backbone_width,
             bn_axis_name=self.bn_axis_name,
             stem_kernel_grad=self.backbone_stem_kernel_grad,
+            conv_kernel_grad=self.conv_kernel_grad,
             name="backbone",
             **common,
         )(images.astype(self.dtype), train)
@@ -138,6 +141,7 @@ class Pose2Seg(nn.Module):
             width=self.seg_width,
             bn_axis_name=self.bn_axis_name,
             stem_kernel_grad=self.seg_stem_kernel_grad,
+            conv_kernel_grad=self.conv_kernel_grad,
             name="segnet",
             **common,
         )

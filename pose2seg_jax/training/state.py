@@ -41,6 +41,7 @@ def create_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None 
         # Absent from configs saved before these fields existed.
         backbone_stem_kernel_grad=m.get("backbone_stem_kernel_grad", "patches"),
         seg_stem_kernel_grad=m.get("seg_stem_kernel_grad", "taps"),
+        conv_kernel_grad=m.get("conv_kernel_grad", "taps"),
         bn_axis_name=bn_axis_name,
         dtype=jnp.dtype(m.dtype),
     )
