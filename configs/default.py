@@ -44,8 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
     config.model.dtype = "float32"
     # How the two 7x7/2 stems' kernel gradients are computed: 'xla', 'patches' (one product
-    # over the patch matrix) or 'taps' (one product per kernel tap); the same numbers, and the
-    # fastest at the paper's sizes on XLA's CPU backend (benchmarks/bench_stem_grad.py).
+    # over the patch matrix) or 'taps' (one product per kernel tap); the same numbers. These
+    # are the fastest at the paper's sizes on XLA's CPU backend, where XLA's own ran up to 10x
+    # slower (benchmarks/bench_stem_grad.py, RESULTS.md); not measured on GPU or TPU, where
+    # 'xla' (cuDNN's and the TPU compiler's own gradients) is the natural first choice.
     config.model.backbone_stem_kernel_grad = "patches"
     config.model.seg_stem_kernel_grad = "taps"
     # The same for every 3x3 convolution of both networks: 'taps' or 'xla'.
