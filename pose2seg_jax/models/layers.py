@@ -535,10 +535,10 @@ def _taps_kernel_grad(x, g, kernel, strides, padding):
     step; the 49 products run at matrix-product speed (2.6 s; ``bench_stem_grad.py``). XLA's
     stride-1 3x3 kernel gradients were as slow (3.9 s against 0.38 s for each of the
     SegModule's units; 2-6x for ResNet-50's); with both, the step went from 0.61x to 1.38x
-    PyTorch's speed (benchmarks/RESULTS.md). The
-    padded input is split once into its stride phases, channel-first, so that each tap is a
-    contiguous window of one phase; a loop over the taps keeps one tap's copy alive at a time.
-    With few output channels (the demo's 16) the products are thin and XLA's own is faster.
+    PyTorch's speed (benchmarks/RESULTS.md). The padded input is split once into its stride
+    phases, channel-first, so that each tap is a contiguous window of one phase; a loop over the
+    taps keeps one tap's copy alive at a time. With few output channels (the demo's 16) the
+    products are thin and XLA's own is faster.
     """
     kh, kw, c, features = kernel.shape
     n, out_h, out_w, _ = g.shape
