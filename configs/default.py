@@ -86,6 +86,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 4
     # Adam learning rate (no weight decay).
     config.train.learning_rate = 2e-4
+    # "step" (the reference's: x decay_factor at each decay step) or "cosine" (a half cosine to 0
+    # at the last step after the same warm-up; decay_steps/decay_epochs unused).
+    config.train.schedule = "step"
     # Linear warm-up length (steps) and starting factor of the learning rate.
     config.train.warmup_steps = 1000
     config.train.warmup_factor = 1.0 / 3.0

@@ -29,3 +29,45 @@ def test_epoch_schedule_decays_at_epochs():
     images = 14_150 * 4
     assert schedule.total_steps(config, images) == 353_750
     assert schedule.decay_boundaries(config, images) == (212_250, 283_000)
+
+
+def reference_cosine_lr(step, base, warmup, factor, total):
+    """The cosine schedule written out: linear warm-up, then half a cosine from base to 0."""
+    if step < warmup:
+        alpha = step / warmup
+        return base * (factor * (1 - alpha) + alpha)
+    progress = min(1.0, (step - warmup) / (total - warmup))
+    return base * 0.5 * (1 + np.cos(np.pi * progress))
+
+
+@pytest.mark.parametrize("step", [0, 1, 25, 49, 50, 51, 1000, 1945, 3000, 3839, 3840, 5000])
+def test_cosine_schedule(step):
+    config = importlib.import_module("configs.synthetic").get_config()
+    config.train.schedule = "cosine"
+    config.train.num_steps = 3840
+    fn = schedule.create_schedule(config, num_train_images=1500)
+    expected = reference_cosine_lr(
+        step,
+        config.train.learning_rate,
+        config.train.warmup_steps,
+        config.train.warmup_factor,
+        3840,
+    )
+    np.testing.assert_allclose(float(fn(step)), expected, rtol=1e-5, atol=1e-9)
+
+
+def test_cosine_schedule_follows_an_epoch_length():
+    config = importlib.import_module("configs.ochuman").get_config()
+    config.train.schedule = "cosine"
+    images = 100 * config.train.batch_size
+    fn = schedule.create_schedule(config, num_train_images=images)
+    end = schedule.total_steps(config, images)
+    assert float(fn(end)) == pytest.approx(0.0, abs=1e-12)
+    assert float(fn(end // 2)) > 0.0
+
+
+def test_unknown_schedule_names_the_field():
+    config = importlib.import_module("configs.tiny").get_config()
+    config.train.schedule = "linear"
+    with pytest.raises(ValueError, match=r"config\.train\.schedule"):
+        schedule.create_schedule(config, num_train_images=8)
