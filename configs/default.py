@@ -52,6 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.seg_stem_kernel_grad = "taps"
     # The same for every 3x3 convolution of both networks: 'taps' or 'xla'.
     config.model.conv_kernel_grad = "taps"
+    # JAX backends (jax.default_backend()) on which the three choices above apply; on any other
+    # every convolution takes XLA's own gradients, so a GPU or TPU run gets cuDNN's and the TPU
+    # compiler's rather than these CPU-measured ones. Add 'gpu' or 'tpu' to measure them there.
+    config.model.custom_grad_backends = ("cpu",)
 
     # Pose template file (REFERENCE.md section 12); None: the packaged default.
     config.templates = ml_collections.config_dict.placeholder(str)

@@ -24,8 +24,19 @@ def create_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None 
     Args:
       config: the full config.
       bn_axis_name: mapped axis over which BatchNorm averages its statistics (None: per device).
+
+    The kernel-gradient fields apply on the backends of ``config.model.custom_grad_backends``
+    (CPU, where they were measured); elsewhere every convolution takes XLA's gradients.
     """
     m = config.model
+    # Absent from configs saved before these fields existed.
+    kernel_grads = {
+        "backbone_stem_kernel_grad": m.get("backbone_stem_kernel_grad", "patches"),
+        "seg_stem_kernel_grad": m.get("seg_stem_kernel_grad", "taps"),
+        "conv_kernel_grad": m.get("conv_kernel_grad", "taps"),
+    }
+    if jax.default_backend() not in tuple(m.get("custom_grad_backends", ("cpu",))):
+        kernel_grads = dict.fromkeys(kernel_grads, "xla")
     return Pose2Seg(
         backbone_depth=m.backbone_depth,
         backbone_layout=m.backbone_layout,
@@ -38,10 +49,7 @@ def create_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None 
         alignment=m.alignment,
         skeleton=m.skeleton,
         mapping=m.mapping,
-        # Absent from configs saved before these fields existed.
-        backbone_stem_kernel_grad=m.get("backbone_stem_kernel_grad", "patches"),
-        seg_stem_kernel_grad=m.get("seg_stem_kernel_grad", "taps"),
-        conv_kernel_grad=m.get("conv_kernel_grad", "taps"),
+        **kernel_grads,
         bn_axis_name=bn_axis_name,
         dtype=jnp.dtype(m.dtype),
     )

@@ -27,3 +27,18 @@ def test_a_config_saved_before_the_fields_existed_still_builds_the_paper_choices
     model = state_lib.create_model(ml_collections.ConfigDict(saved))
     assert (model.backbone_stem_kernel_grad, model.seg_stem_kernel_grad) == ("patches", "taps")
     assert model.conv_kernel_grad == "taps"
+
+
+def test_other_backends_take_xla_gradients_unless_listed(monkeypatch):
+    config = default.get_config()
+    monkeypatch.setattr(state_lib.jax, "default_backend", lambda: "gpu")
+    model = state_lib.create_model(config)
+    assert [getattr(model, f) for f in FIELDS] == ["xla"] * 3
+    config.model.custom_grad_backends = ("cpu", "gpu")
+    model = state_lib.create_model(config)
+    assert [getattr(model, f) for f in FIELDS] == [config.model[f] for f in FIELDS]
+    # A config saved before the field existed: CPU only, as then measured.
+    saved = json.loads(default.get_config().to_json())
+    del saved["model"]["custom_grad_backends"]
+    model = state_lib.create_model(ml_collections.ConfigDict(saved))
+    assert [getattr(model, f) for f in FIELDS] == ["xla"] * 3
