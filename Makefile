@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -n 2
 # and a page fault per 4 KB page halved the align stage's speed (benchmarks/RESULTS.md).
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-slow test-all lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,8 +22,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The default run leaves out the tests marked slow (multi-process training, restarts after
+# SIGKILL, notebooks, entry points); `make test-slow` runs those, `make test-all` both, as CI does.
 test: lint
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q $(PYTEST_ARGS) -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS) -m slow tests
+
+test-all: test test-slow
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
