@@ -96,17 +96,17 @@ def decay_boundaries(config: ml_collections.ConfigDict, num_train_images: int) -
 def create_schedule(config: ml_collections.ConfigDict, num_train_images: int) -> optax.Schedule:
     """The schedule of ``config.train`` for a training file of ``num_train_images`` images."""
     kind = config.train.get("schedule", "step")
+    if kind not in SCHEDULES:
+        raise ValueError(
+            f"config.train.schedule={kind!r} is not one of {SCHEDULES}; "
+            "pass --config.train.schedule=step (the reference's) or cosine"
+        )
     if kind == "cosine":
         return cosine_schedule(
             base=config.train.learning_rate,
             warmup_steps=config.train.warmup_steps,
             warmup_factor=config.train.warmup_factor,
             total_steps=total_steps(config, num_train_images),
-        )
-    if kind != "step":
-        raise ValueError(
-            f"config.train.schedule={kind!r} is not one of {SCHEDULES}; "
-            "pass --config.train.schedule=step (the reference's) or cosine"
         )
     return learning_rate_schedule(
         base=config.train.learning_rate,
