@@ -67,6 +67,11 @@ def max_iou(coco: COCO) -> dict[int, float]:
     return out
 
 
+def load_ground_truth(annotation_file: str) -> COCO:
+    """``pycocotools.coco.COCO(annotation_file)`` without its prints (they break progress bars)."""
+    return _quiet(COCO, str(annotation_file))[0]
+
+
 def _quiet(fn, *args):
     with contextlib.redirect_stdout(io.StringIO()) as out:
         result = fn(*args)

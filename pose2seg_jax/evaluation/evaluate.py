@@ -13,7 +13,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from pycocotools.coco import COCO
 from tqdm.auto import tqdm
 
 from pose2seg_jax import visualization
@@ -169,7 +168,7 @@ def evaluate_variables(
         # The same file whatever the number of processes: results in record order.
         position = {r.image_id: i for i, r in enumerate(records)}
         results.sort(key=lambda r: (position[r["image_id"]], r["annotation_id"]))
-        gt = COCO(annotation_file)
+        gt = coco_eval.load_ground_truth(annotation_file)
         metrics, text = coco_eval.evaluate_segm(
             gt, results, image_ids=[r.image_id for r in records]
         )

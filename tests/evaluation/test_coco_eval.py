@@ -1,5 +1,7 @@
 """COCO segm evaluation: perfect, empty and shifted masks, MaxIoU and occlusion subsets."""
 
+import json
+
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
@@ -112,3 +114,13 @@ def test_image_restriction(scene):
     assert metrics["AP"] == pytest.approx(1.0)
     all_images, _ = coco_eval.evaluate_segm(coco, results)
     assert all_images["AR"] < 1.0
+
+
+def test_ground_truth_loads_without_printing(scene, tmp_path, capsys):
+    coco, _ = scene
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(coco.dataset))
+    capsys.readouterr()
+    loaded = coco_eval.load_ground_truth(path)
+    assert capsys.readouterr().out == ""
+    assert sorted(loaded.getAnnIds()) == sorted(coco.getAnnIds())
