@@ -37,15 +37,13 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c++17", "-shared", "
 
 
 def _cpu_model() -> str:
-    """The CPU's model and instruction-set flags: a ``-march=native`` build is only valid there
-    (a home directory shared between different machines must not share the library)."""
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")):
+                return line
     except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line for line in lines if line.startswith("model name")), "")
-    flags = next((line for line in lines if line.startswith(("flags", "Features"))), "")
-    return f"{platform.machine()} {model} {flags}"
+        pass
+    return platform.processor()
 
 
 def _cache_dir() -> Path:
