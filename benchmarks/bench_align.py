@@ -3,10 +3,6 @@ r"""Benchmark of the align stage (issue 2): jitted JAX against the reference's p
 The stage: fit every person against all templates, sample a 256-channel 128x128 feature map
 into 64x64 per person (Affine-Align), and draw the 55 skeleton channels; 32 people in 4 images.
 
-On the CPU, Affine-Align samples through the compiled kernel of ``pose2seg_jax/ops/cpu_sampler``
-when it can be built; the same sampling through ``map_coordinates`` (XLA's fused gather) is
-timed in the same rounds, and their largest difference reported.
-
 Baseline, measured in the same run: the reference's way, one person at a time: NumPy template
 fitting (least squares per template, tests/ops/reference_fit.py), NumPy skeleton drawing (one
 vectorised map per joint and limb) and PyTorch's ``grid_sample`` on a copy of the person's
@@ -121,7 +117,7 @@ def run_single() -> dict:
     import jax.numpy as jnp
     import torch
 
-    from pose2seg_jax.ops import align, cpu_sampler, stage
+    from pose2seg_jax.ops import align, stage
     from pose2seg_jax.ops import templates as templates_lib
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -140,24 +136,12 @@ def run_single() -> dict:
     )
     matrices = stage_fn(f, k, v, t)[-1]["feature_to_align"]
     sample_fn = jax.jit(lambda f, m: align.align_people(f, m, align_size=A))
-    kernel = cpu_sampler.available()
-    # The same sampling through map_coordinates (XLA's fused gather): traced with the kernel off.
-    available, cpu_sampler.available = cpu_sampler.available, lambda: False
-    try:
-        gather_fn = jax.jit(lambda f, m: align.align_people(f, m, align_size=A))
-        gather_fn(f, matrices).block_until_ready()
-    finally:
-        cpu_sampler.available = available
-    difference = float(jnp.max(jnp.abs(sample_fn(f, matrices) - gather_fn(f, matrices))))
 
     def run_stage():
         jax.block_until_ready(stage_fn(f, k, v, t))
 
     def run_sample():
         jax.block_until_ready(sample_fn(f, matrices))
-
-    def run_gather():
-        jax.block_until_ready(gather_fn(f, matrices))
 
     stage_s = median_time(run_stage, 15)
     sample_s = median_time(run_sample, 15)
@@ -191,17 +175,13 @@ def run_single() -> dict:
     # percent within a minute, so each round times the sampling, the copy and XLA's streaming
     # program back to back and the fractions are taken per round (median over the rounds, and
     # their range).
-    fractions, of_stream, gather_fractions, speedups = [], [], [], []
+    fractions, of_stream = [], []
     for _ in range(ROUNDS):
         round_sample = median_time(run_sample, 5, warmup=1)
         round_copy = median_time(run_copy, 5, warmup=1)
         round_stream = median_time(run_stream, 5, warmup=1)
-        round_gather = median_time(run_gather, 5, warmup=1)
-        copy_round_bw = 2 * src.nbytes / round_copy
-        fractions.append((sample_bytes / round_sample) / copy_round_bw)
-        gather_fractions.append((sample_bytes / round_gather) / copy_round_bw)
+        fractions.append((sample_bytes / round_sample) / (2 * src.nbytes / round_copy))
         of_stream.append(round_stream / round_sample)
-        speedups.append(round_gather / round_sample)
     people = B * P
     return {
         "people": people,
@@ -220,12 +200,6 @@ def run_single() -> dict:
         "fraction_of_xla_stream_median": float(np.median(of_stream)),
         "fraction_of_xla_stream_min": float(np.min(of_stream)),
         "fraction_of_xla_stream_max": float(np.max(of_stream)),
-        "cpu_kernel": kernel,
-        "map_coordinates_fraction_median": float(np.median(gather_fractions)),
-        "map_coordinates_fraction_min": float(np.min(gather_fractions)),
-        "map_coordinates_fraction_max": float(np.max(gather_fractions)),
-        "speedup_over_map_coordinates_median": float(np.median(speedups)),
-        "max_difference_to_map_coordinates": difference,
         "people_on_default_matrix": int(np.sum(np.asarray(fitted) < 0)),
         "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", ""),
     }
@@ -264,12 +238,6 @@ def main() -> None:
             f"({100 * r['fraction_of_xla_stream_min']:.0f}-"
             f"{100 * r['fraction_of_xla_stream_max']:.0f}%) of an XLA program streaming the "
             "same bytes without a gather; "
-            f"sampler: {'compiled CPU kernel' if r['cpu_kernel'] else 'map_coordinates'}, "
-            f"{r['speedup_over_map_coordinates_median']:.2f}x map_coordinates "
-            f"(which reaches {100 * r['map_coordinates_fraction_median']:.0f}% "
-            f"({100 * r['map_coordinates_fraction_min']:.0f}-"
-            f"{100 * r['map_coordinates_fraction_max']:.0f}%) of the copy interleaved; "
-            f"largest difference {r['max_difference_to_map_coordinates']:.1e}); "
             f"{r['people_on_default_matrix']} people on the default matrix"
         )
 
