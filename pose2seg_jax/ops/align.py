@@ -23,12 +23,9 @@ translation shrinks by ``(W - 1) / W``. ``mapping="clean"`` drops both: ``src = 
 Sampling is ``jax.scipy.ndimage.map_coordinates`` per channel (order 1, constant 0, which blends
 samples that are partly outside with 0, like ``grid_sample``'s zero padding). Under ``jit`` XLA
 turns the vmapped per-channel calls into one fused four-corner gather over the NHWC map; a
-hand-written NHWC gather in ``jnp`` compiled to the same fusion and measured the same. On the
-CPU backend ``align_people`` instead calls a compiled kernel that computes the same function
-(``cpu_sampler``: whole channel rows, non-temporal stores), about twice as fast as XLA's fusion
-once the output's memory is mapped (benchmarks/RESULTS.md); it falls back to
-``map_coordinates`` where it cannot be built. On CPU, large outputs are also slowed by page
-faults on the freshly allocated (B, P, A, A, C) buffer: transparent huge pages
+hand-written NHWC gather compiles to the same fusion and measured the same, so there is one
+implementation. On CPU, large outputs are slowed mostly by page faults on the freshly allocated
+(B, P, A, A, C) buffer rather than by the gather: transparent huge pages
 (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` in the environment) made it about twice as fast.
 
 The gradient with respect to the features is hand-written (``_align_people``): whole channel
@@ -42,8 +39,6 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 from jax.scipy import ndimage
-
-from pose2seg_jax.ops import cpu_sampler
 
 Mapping = Literal["reference", "clean"]
 
@@ -157,31 +152,9 @@ def _sample_people(features, matrices, align_size, mapping):
     return jax.vmap(per_image, in_axes=(0, 0))(features, matrices)
 
 
-def _people_coordinates(matrices, feature_shape, align_size, mapping):
-    coordinates = lambda m: sample_coordinates(
-        m, feature_shape=feature_shape, align_size=align_size, mapping=mapping
-    )
-    return jax.vmap(jax.vmap(coordinates))(matrices)  # (B, P, A, A) each
-
-
-def _sample_people_fast(features, matrices, align_size, mapping):
-    """``_sample_people``, through the compiled kernel of ``cpu_sampler`` on the CPU backend."""
-    if features.dtype != jnp.float32 or not cpu_sampler.available():
-        return _sample_people(features, matrices, align_size, mapping)
-    src_x, src_y = _people_coordinates(matrices, features.shape[1:3], align_size, mapping)
-    return jax.lax.platform_dependent(
-        features,
-        src_x,
-        src_y,
-        cpu=cpu_sampler.sample,
-        default=lambda f, x, y: _sample_people(f, matrices, align_size, mapping),
-    )
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _align_people(features, matrices, align_size, mapping):
-    """The sampling (``map_coordinates``, or on the CPU ``cpu_sampler``'s kernel computing the
-    same function) with a hand-written gradient for the features.
+    """``map_coordinates`` sampling with a hand-written gradient for the features.
 
     Why: differentiated as written, each of the four bilinear corners' gradients is a scatter
     with one float per index (the channel is a batch dimension of the vmapped per-channel
@@ -191,17 +164,20 @@ def _align_people(features, matrices, align_size, mapping):
     the demo's, with less memory (``benchmarks/bench_align_grad.py``). The matrices' gradient (unused in
     training, so removed by XLA) still comes from differentiating the sampling.
     """
-    return _sample_people_fast(features, matrices, align_size, mapping)
+    return _sample_people(features, matrices, align_size, mapping)
 
 
 def _align_people_fwd(features, matrices, align_size, mapping):
-    return _sample_people_fast(features, matrices, align_size, mapping), (features, matrices)
+    return _sample_people(features, matrices, align_size, mapping), (features, matrices)
 
 
 def _align_people_bwd(align_size, mapping, residuals, g):
     features, matrices = residuals
     batch, height, width, channels = features.shape
-    src_x, src_y = _people_coordinates(matrices, (height, width), align_size, mapping)
+    coordinates = lambda m: sample_coordinates(
+        m, feature_shape=(height, width), align_size=align_size, mapping=mapping
+    )
+    src_x, src_y = jax.vmap(jax.vmap(coordinates))(matrices)  # (B, P, A, A) each
     x0, y0 = jnp.floor(src_x), jnp.floor(src_y)
     fx, fy = src_x - x0, src_y - y0
     x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
