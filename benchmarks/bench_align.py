@@ -10,11 +10,14 @@ feature map (what the reference does).
 
 Memory bound: the sampling must read the feature map and write the aligned features; its
 achieved bandwidth is compared with a large NumPy copy of the same number of bytes measured in
-the same run, and with a compiled XLA program that moves the same bytes without a gather (the
-bandwidth XLA's CPU backend reaches with its own stores into a fresh output). Large fresh
-buffers cost a page fault per 4 KB page on this machine; the run is repeated with transparent
-huge pages for malloc (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``), which must be set before the
-process starts.
+the same run, like for like: the sampling writing into an output buffer it already owns (a
+donated buffer, which XLA writes in place) against ``np.copyto`` into a buffer it already owns,
+and the sampling into a fresh output (what a plain ``jit`` call does) against a NumPy copy into
+a fresh array. Also against a compiled XLA program that moves the same bytes without a gather
+(the bandwidth XLA's CPU backend reaches with its own stores into a fresh output). Large fresh
+buffers cost a page fault per 4 KB page on this machine (the kernel zeroes each page on first
+touch); the run is repeated with transparent huge pages for malloc
+(``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``), which must be set before the process starts.
 
   .venv/bin/python benchmarks/bench_align.py            # both memory settings
   .venv/bin/python benchmarks/bench_align.py --single   # this process's setting only
@@ -137,11 +140,26 @@ def run_single() -> dict:
     matrices = stage_fn(f, k, v, t)[-1]["feature_to_align"]
     sample_fn = jax.jit(lambda f, m: align.align_people(f, m, align_size=A))
 
+    # The same sampling written into an output buffer the caller already owns: the buffer is
+    # donated and the result is written over all of it, so XLA aliases the output to it and
+    # the fused sampling stores straight into mapped memory (the results are checked equal).
+    def sample_into(f, m, out):
+        return jax.lax.dynamic_update_slice(out, align.align_people(f, m, align_size=A), (0,) * 5)
+
+    owned_fn = jax.jit(sample_into, donate_argnums=2)
+    owned = {"out": owned_fn(f, matrices, jnp.zeros((B, P, A, A, C), jnp.float32))}
+    if not bool(jnp.array_equal(owned["out"], sample_fn(f, matrices))):
+        raise AssertionError("sampling into a donated buffer differs from the plain call")
+
     def run_stage():
         jax.block_until_ready(stage_fn(f, k, v, t))
 
     def run_sample():
         jax.block_until_ready(sample_fn(f, matrices))
+
+    def run_sample_owned():
+        owned["out"] = owned_fn(f, matrices, owned["out"])
+        jax.block_until_ready(owned["out"])
 
     stage_s = median_time(run_stage, 15)
     sample_s = median_time(run_sample, 15)
@@ -155,6 +173,9 @@ def run_single() -> dict:
 
     def run_copy():
         np.copyto(dst, src)
+
+    def run_copy_fresh():
+        src.copy()
 
     # XLA's own ceiling for these bytes: a compiled program that reads the feature map once and
     # writes an output of the aligned features' size with no gather (each image's four
@@ -175,13 +196,20 @@ def run_single() -> dict:
     # percent within a minute, so each round times the sampling, the copy and XLA's streaming
     # program back to back and the fractions are taken per round (median over the rounds, and
     # their range).
-    fractions, of_stream = [], []
+    fractions, owned_fractions, fresh_fractions, of_stream = [], [], [], []
+    owned_ms = []
     for _ in range(ROUNDS):
         round_sample = median_time(run_sample, 5, warmup=1)
+        round_owned = median_time(run_sample_owned, 5, warmup=1)
         round_copy = median_time(run_copy, 5, warmup=1)
+        round_copy_fresh = median_time(run_copy_fresh, 5, warmup=1)
         round_stream = median_time(run_stream, 5, warmup=1)
-        fractions.append((sample_bytes / round_sample) / (2 * src.nbytes / round_copy))
+        copy_bw_round = 2 * src.nbytes / round_copy
+        fractions.append((sample_bytes / round_sample) / copy_bw_round)
+        owned_fractions.append((sample_bytes / round_owned) / copy_bw_round)
+        fresh_fractions.append((sample_bytes / round_sample) / (2 * src.nbytes / round_copy_fresh))
         of_stream.append(round_stream / round_sample)
+        owned_ms.append(round_owned * 1e3)
     people = B * P
     return {
         "people": people,
@@ -197,6 +225,13 @@ def run_single() -> dict:
         "interleaved_fraction_median": float(np.median(fractions)),
         "interleaved_fraction_min": float(np.min(fractions)),
         "interleaved_fraction_max": float(np.max(fractions)),
+        "sampling_owned_ms": float(np.median(owned_ms)),
+        "owned_fraction_median": float(np.median(owned_fractions)),
+        "owned_fraction_min": float(np.min(owned_fractions)),
+        "owned_fraction_max": float(np.max(owned_fractions)),
+        "fresh_fraction_median": float(np.median(fresh_fractions)),
+        "fresh_fraction_min": float(np.min(fresh_fractions)),
+        "fresh_fraction_max": float(np.max(fresh_fractions)),
         "fraction_of_xla_stream_median": float(np.median(of_stream)),
         "fraction_of_xla_stream_min": float(np.min(of_stream)),
         "fraction_of_xla_stream_max": float(np.max(of_stream)),
@@ -233,7 +268,14 @@ def main() -> None:
             f"({r['numpy_copy_GBps']:.1f} GB/s), interleaved over {ROUNDS} rounds "
             f"{100 * r['interleaved_fraction_median']:.0f}% "
             f"({100 * r['interleaved_fraction_min']:.0f}-"
-            f"{100 * r['interleaved_fraction_max']:.0f}%), "
+            f"{100 * r['interleaved_fraction_max']:.0f}%); like for like, interleaved: "
+            f"into an owned output {r['sampling_owned_ms']:.1f} ms, "
+            f"{100 * r['owned_fraction_median']:.0f}% "
+            f"({100 * r['owned_fraction_min']:.0f}-{100 * r['owned_fraction_max']:.0f}%) "
+            "of a copy into an owned buffer, into a fresh output "
+            f"{100 * r['fresh_fraction_median']:.0f}% "
+            f"({100 * r['fresh_fraction_min']:.0f}-{100 * r['fresh_fraction_max']:.0f}%) "
+            "of a copy into a fresh array; "
             f"{100 * r['fraction_of_xla_stream_median']:.0f}% "
             f"({100 * r['fraction_of_xla_stream_min']:.0f}-"
             f"{100 * r['fraction_of_xla_stream_max']:.0f}%) of an XLA program streaming the "
