@@ -9,14 +9,14 @@ which first writes data/synthetic/{train,val}.json when absent (as pose2seg-synt
 
 Measured on 2 CPU cores (README, benchmarks/RESULTS.md): 5400 steps of 2 images at a 288-pixel
 input in about 14 minutes, COCO segm AP 0.506 on the synthetic val split (4800 steps, the
-schedule until 2026-12-02, gave 0.510 on one host and 0.486-0.490 on two others). The
-schedule was tuned on this split (there is no separate synthetic test split): Adam at 5e-3 beat 1e-3, 3e-3 and
-1e-2 in 500-step runs; two images per step beat four for the same images seen; turning the
-align-space augmentation off helped early and hurt at the end; a wider backbone or SegModule and
-zero-initialised residual BatchNorms gave too little for their cost. A 288 input costs what 256
-did (256 is a slow size for XLA's CPU convolutions) and keeps the images' full height; an FPN of
-16 channels cut the step by a fifth (the align stage's cost scales with it) at no loss, which
-paid for the longer schedule: 3000 steps at 256/FPN 32 gave 0.453.
+schedule until 2026-12-02, gave 0.510 on one host and 0.486-0.490 on two others). The schedule
+was tuned on this split (there is no separate synthetic test split): Adam at 5e-3 beat 1e-3,
+3e-3 and 1e-2 in 500-step runs; two images per step beat four for the same images seen; turning
+the align-space augmentation off helped early and hurt at the end; a wider backbone or SegModule
+and zero-initialised residual BatchNorms gave too little for their cost. A 288 input costs what
+256 did (256 is a slow size for XLA's CPU convolutions) and keeps the images' full height; an
+FPN of 16 channels cut the step by a fifth (the align stage's cost scales with it) at no loss,
+which paid for the longer schedule: 3000 steps at 256/FPN 32 gave 0.453.
 """
 
 from configs import default
